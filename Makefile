@@ -1,0 +1,34 @@
+# dicelab: `make demo` runs the main job, `make test` runs the test suite. Both create .venv when missing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+
+.PHONY: demo test lint bench clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Stamps record what was installed; they are remade when pyproject.toml changes.
+$(VENV)/.core: $(VENV)/bin/python pyproject.toml
+	$(PIP) install --quiet -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/bin/python pyproject.toml
+	$(PIP) install --quiet -e ".[dev]"
+	touch $(VENV)/.core $@
+
+demo: $(VENV)/.core
+	$(PY) -m dicelab.cli train examples/digits_mlp.toml --quiet
+
+test: $(VENV)/.dev
+	$(PY) -m pytest -q --durations=15
+
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check src tests benchmarks
+
+bench: $(VENV)/.core
+	$(PY) benchmarks/engine_overhead.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
