@@ -23,6 +23,12 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
+    epilog=(
+        "Examples:\n\n"
+        "  dicelab datasets\n\n"
+        "  dicelab train examples/digits_mlp.toml --set train.lr=0.05\n\n"
+        "  dicelab train examples/mnist_vgg.toml --data-dir ~/data --download"
+    ),
 )
 
 
@@ -47,7 +53,9 @@ def _root(
         "Examples:\n\n"
         "  dicelab train examples/digits_mlp.toml\n\n"
         "  dicelab train examples/digits_mlp.toml --set train.lr=0.05 --set seed=3\n\n"
-        "  dicelab train examples/mnist1d_mlp.toml --out runs/mnist1d --quiet"
+        "  dicelab train examples/mnist1d_mlp.toml --out runs/mnist1d --quiet\n\n"
+        "  dicelab train examples/mnist_vgg.toml --data-dir ~/data --download\n\n"
+        "  dicelab train examples/digits_mlp.toml --resume runs/digits-mlp-s0-20261202-101500/checkpoint.pt"
     )
 )
 def train(
@@ -57,14 +65,24 @@ def train(
         typer.Option("--set", help="Override a config field: section.key=value (repeatable)."),
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Folder for the run record (default: output.dir).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Where real datasets live (sets data.data_dir).")] = None,
+    download: Annotated[
+        bool, typer.Option("--download", help="Fetch a missing real dataset into --data-dir (needs network).")
+    ] = False,
+    resume: Annotated[Path | None, typer.Option(help="Continue from a checkpoint.pt of an earlier run.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Train one model as a run config says; write a JSON run record and print its path."""
     from dicelab.config import load_run_config
     from dicelab.train import train_from_config
 
-    cfg = load_run_config(config, overrides=set_ or [])
-    record = train_from_config(cfg, out_dir=out, quiet=quiet)
+    overrides = list(set_ or [])
+    if data_dir is not None:
+        overrides.append(f"data.data_dir={str(data_dir)!r}")
+    if download:
+        overrides.append("data.download=true")
+    cfg = load_run_config(config, overrides=overrides)
+    record = train_from_config(cfg, out_dir=out, quiet=quiet, resume_from=resume)
     final = record["final"]
     typer.echo(f"status: {record['status']}" + (f" ({record['reason']})" if record.get("reason") else ""))
     if final.get("test_accuracy") is not None:
@@ -121,7 +139,7 @@ for _name, _module in _SUBCOMMANDS:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app and turn DicelabError into ``error: ...`` and its exit code."""
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="dicelab", standalone_mode=False)
     except DicelabError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)

@@ -139,7 +139,7 @@ class Trainer:
         limit = self.train_config.diverge_threshold or math.inf
         on_batch, on_loss = hooks.active("on_batch"), hooks.active("on_loss")
         on_grads, before, after = hooks.active("on_grads"), hooks.active("before_step"), hooks.active("after_step")
-        loss_sum = torch.zeros((), dtype=torch.float64, device=x_all.device)
+        loss_sum = 0.0
         correct = torch.zeros((), dtype=torch.int64, device=x_all.device)
         seen = 0
         model.train()
@@ -151,8 +151,8 @@ class Trainer:
                 x, target = hooks.on_batch(x, y, state)
             logits = model(x)
             per_sample = F.cross_entropy(logits, target, reduction="none")
-            clean = per_sample.detach()
             if on_loss:
+                clean_sum = per_sample.detach().sum()  # the logged loss is the un-noised one
                 per_sample = hooks.on_loss(per_sample, state)
             loss = per_sample.mean() if mean else per_sample.sum()
             value = loss.item() if mean else loss.item() / len(idx)  # one sync per step, as loss.item() in any loop
@@ -174,12 +174,12 @@ class Trainer:
             state.step += 1
             if after:
                 hooks.after_step(params, state)
-            loss_sum += clean.sum()
+            loss_sum += clean_sum.item() if on_loss else value * len(idx)
             correct += (logits.detach().argmax(dim=1) == y).sum()
             seen += len(idx)
-        n = max(seen, 1)
-        return {"train_loss": loss_sum.item() / n if seen else None, "train_accuracy": correct.item() / n if seen else None,
-                "steps": state.step}
+        if not seen:
+            return {"train_loss": None, "train_accuracy": None, "steps": state.step}
+        return {"train_loss": loss_sum / seen, "train_accuracy": correct.item() / seen, "steps": state.step}
 
     # -- the run ---------------------------------------------------------------------------------
     def fit(self, *, out_dir: str | Path | None = None, resume_from: str | Path | None = None,
