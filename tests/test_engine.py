@@ -102,6 +102,32 @@ def test_new_run_folder_never_overwrites(tmp_path):
     assert p1 != p2 and len(list(tmp_path.iterdir())) == 2
 
 
+def test_existing_record_is_never_overwritten(tmp_path, run_cli):
+    train_from_config(small_digits_config(train={"epochs": 1, "progress": False}), out_dir=tmp_path)
+    before = (tmp_path / "record.json").read_text()
+    code, _, err = run_cli("train", "examples/digits_mlp.toml", "--out", str(tmp_path), "-q")
+    assert code == 2 and "already holds a run record" in err
+    assert (tmp_path / "record.json").read_text() == before
+
+
+class InterruptAt(Hook):
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch(self, state, plan):
+        if state.epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_run_keeps_its_record_and_checkpoint(tmp_path):
+    cfg = small_digits_config(output={"checkpoint": True}, train={"epochs": 3, "progress": False})
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, [InterruptAt(1)]).fit(out_dir=tmp_path)
+    saved = json.loads((tmp_path / "record.json").read_text())
+    assert saved["status"] == "interrupted" and len(saved["epochs"]) == 1
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["next_epoch"] == 1
+
+
 def test_checkpoint_resume_is_bit_identical(tmp_path):
     cfg = small_digits_config(output={"checkpoint": True}, train={"epochs": 4, "progress": False})
     straight = Trainer(cfg)

@@ -145,6 +145,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: records and checkpoints written so far are kept", err=True)
+        sys.exit(130)
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(130)

@@ -58,11 +58,15 @@ class SeedBank:
     def __init__(self, root_seed: int, overrides: Mapping[str, int] | None = None) -> None:
         self.root_seed = int(root_seed)
         self.overrides = dict(overrides or {})
+        self.used: dict[str, int] = {}  # every source asked for so far -> its seed (for run records)
 
     def seed(self, name: str) -> int:
         if name in self.overrides:
-            return derive_seed(int(self.overrides[name]), name)
-        return derive_seed(self.root_seed, name)
+            value = derive_seed(int(self.overrides[name]), name)
+        else:
+            value = derive_seed(self.root_seed, name)
+        self.used[name] = value
+        return value
 
     def generator(self, name: str, device: torch.device | str = "cpu") -> torch.Generator:
         g = torch.Generator(device=device)

@@ -29,6 +29,7 @@ from torch import nn
 
 from dicelab.config import RunConfig, TrainConfig
 from dicelab.data import DataBundle, Split, load_dataset
+from dicelab.errors import ConfigError
 from dicelab.models import build_model
 from dicelab.optim import build_optimizer
 from dicelab.seeding import SeedBank
@@ -198,10 +199,29 @@ class Trainer:
         if write:
             run_dir = Path(out_dir) if out_dir is not None else new_run_dir(
                 self.config.output.dir, self.config.name, self.config.seed)
+            if (run_dir / "record.json").exists():
+                raise ConfigError(f"{run_dir}: already holds a run record; choose another output folder")
             run_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir = run_dir
         self.started_at = utc_now()
         self.resumed_from = str(resume_from) if resume_from is not None else None
+        try:
+            self._run_epochs(start_epoch, run_dir, started)
+        except KeyboardInterrupt:
+            # Keep what was done: the record says where the run stopped; the last checkpoint stays valid.
+            self.status, self.reason = "interrupted", f"interrupted during epoch {self.state.epoch}"
+            if run_dir is not None:
+                write_json_atomic(run_dir / "record.json", self.record(time.perf_counter() - started))
+            raise
+        if self.status == "running":
+            self.status = "completed"
+        record = self.record(time.perf_counter() - started, final=True)
+        if run_dir is not None:
+            write_json_atomic(run_dir / "record.json", record)
+            record["path"] = str(run_dir / "record.json")
+        return record
+
+    def _run_epochs(self, start_epoch: int, run_dir: Path | None, started: float) -> None:
         tc = self.train_config
         with _threads(tc.threads), _progress(tc.epochs, self.quiet or not tc.progress, self.config.name) as bar:
             if start_epoch:
@@ -230,13 +250,6 @@ class Trainer:
                     if self.config.output.checkpoint:
                         self.save(run_dir / "checkpoint.pt", next_epoch=epoch + 1)
                     write_json_atomic(run_dir / "record.json", self.record(time.perf_counter() - started))
-        if self.status == "running":
-            self.status = "completed"
-        record = self.record(time.perf_counter() - started, final=True)
-        if run_dir is not None:
-            write_json_atomic(run_dir / "record.json", record)
-            record["path"] = str(run_dir / "record.json")
-        return record
 
     def record(self, elapsed_s: float, final: bool = False) -> dict[str, Any]:
         last = self.history[-1] if self.history else {}
@@ -257,7 +270,7 @@ class Trainer:
             "status": self.status,
             "reason": self.reason,
             "seed": self.config.seed,
-            "seeds": {src: self.seeds.seed(src) for src in ("init", "data.order")},
+            "seeds": dict(self.seeds.used),  # every randomness source this run drew from
             "config": json.loads(self.config.model_dump_json()),
             "train_config": json.loads(self.train_config.model_dump_json()),
             "data": {"name": self.data.name, **self.data.sizes(), "num_classes": self.data.num_classes,
@@ -293,8 +306,6 @@ class Trainer:
         """Restore a checkpoint written by :meth:`save`; returns the epoch to continue from."""
         ckpt = load_checkpoint(path, map_location=self.device)
         if json.loads(ckpt["config"])["model"] != json.loads(self.config.model_dump_json())["model"]:
-            from dicelab.errors import ConfigError
-
             raise ConfigError(f"{path}: checkpoint was written for a different model config")
         self.hooks.unwrap(self.model).load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
