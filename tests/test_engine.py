@@ -3,7 +3,7 @@ import time
 
 import pytest
 import torch
-from conftest import small_digits_config
+from _support import small_digits_config
 
 from dicelab.config import load_run_config
 from dicelab.train import Hook, Trainer, train_from_config

@@ -141,7 +141,8 @@ class Trainer:
         on_batch, on_loss = hooks.active("on_batch"), hooks.active("on_loss")
         on_grads, before, after = hooks.active("on_grads"), hooks.active("before_step"), hooks.active("after_step")
         loss_sum = 0.0
-        correct = torch.zeros((), dtype=torch.int64, device=x_all.device)
+        # Predictions are stored per step and compared once at the end: one argmax per step, nothing more.
+        predictions = torch.empty(len(order), dtype=torch.int64, device=x_all.device)
         seen = 0
         model.train()
         for start in range(0, len(order), bs):
@@ -176,11 +177,12 @@ class Trainer:
             if after:
                 hooks.after_step(params, state)
             loss_sum += clean_sum.item() if on_loss else value * len(idx)
-            correct += (logits.detach().argmax(dim=1) == y).sum()
+            torch.argmax(logits.detach(), dim=1, out=predictions[start:start + bs])
             seen += len(idx)
         if not seen:
             return {"train_loss": None, "train_accuracy": None, "steps": state.step}
-        return {"train_loss": loss_sum / seen, "train_accuracy": correct.item() / seen, "steps": state.step}
+        correct = (predictions[:seen] == y_all[order[:seen]]).sum().item()
+        return {"train_loss": loss_sum / seen, "train_accuracy": correct / seen, "steps": state.step}
 
     # -- the run ---------------------------------------------------------------------------------
     def fit(self, *, out_dir: str | Path | None = None, resume_from: str | Path | None = None,
