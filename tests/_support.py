@@ -6,7 +6,7 @@ from dicelab.config import RunConfig, load_run_config
 
 
 def small_digits_config(**overrides) -> RunConfig:
-    """A digits MLP that trains in about a second."""
+    """A digits MLP (64-32-10, one thread) that trains in about a second; keyword sections merge in."""
     data = {
         "name": "digits-small",
         "seed": 0,
@@ -15,10 +15,9 @@ def small_digits_config(**overrides) -> RunConfig:
         "train": {"epochs": 3, "batch_size": 64, "optimizer": "momentum", "lr": 0.05, "progress": False, "threads": 1},
         "output": {"checkpoint": False},
     }
-    for key, value in overrides.items():
-        section, _, field = key.partition("__")
-        if field:
-            data.setdefault(section, {})[field] = value
+    for key, value in overrides.items():  # a dict merges into its section, anything else replaces
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
         else:
-            data[section] = value
+            data[key] = value
     return load_run_config(data=data)
