@@ -37,11 +37,9 @@ class DataConfig(StrictModel):
     @field_validator("name")
     @classmethod
     def _known_dataset(cls, v: str) -> str:
-        from dicelab.data import dataset_names
+        from dicelab.data.base import DATASETS
 
-        if v not in dataset_names():
-            raise ValueError(f"unknown dataset {v!r} (known: {', '.join(dataset_names())})")
-        return v
+        return DATASETS.check(v)
 
 
 class ModelConfig(StrictModel):
@@ -53,11 +51,9 @@ class ModelConfig(StrictModel):
     @field_validator("name")
     @classmethod
     def _known_model(cls, v: str) -> str:
-        from dicelab.models import model_names
+        from dicelab.models import MODELS
 
-        if v not in model_names():
-            raise ValueError(f"unknown model {v!r} (known: {', '.join(model_names())})")
-        return v
+        return MODELS.check(v)
 
     @field_validator("activation")
     @classmethod
@@ -108,11 +104,9 @@ class TrainConfig(StrictModel):
     @field_validator("optimizer")
     @classmethod
     def _known_optimizer(cls, v: str) -> str:
-        from dicelab.optim import optimizer_names
+        from dicelab.optim.registry import OPTIMIZERS
 
-        if v not in optimizer_names():
-            raise ValueError(f"unknown optimizer {v!r} (known: {', '.join(optimizer_names())})")
-        return v
+        return OPTIMIZERS.check(v)
 
     @field_validator("device")
     @classmethod

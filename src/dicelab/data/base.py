@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 
 from dicelab.errors import ConfigError, DatasetError
+from dicelab.registry import Registry
 
-__all__ = ["Split", "DataBundle", "DatasetInfo", "register_dataset", "dataset_names", "dataset_info",
+__all__ = ["DATASETS", "Split", "DataBundle", "DatasetInfo", "register_dataset", "dataset_names", "dataset_info",
            "load_dataset", "describe_datasets"]
 
 
@@ -91,26 +92,20 @@ class DatasetInfo:
         return all(p.exists() or Path(str(p) + ".gz").exists() for p in self.files(root))
 
 
-_REGISTRY: dict[str, DatasetInfo] = {}
+DATASETS: Registry[DatasetInfo] = Registry("dataset", "data.name")
 
 
 def register_dataset(info: DatasetInfo) -> DatasetInfo:
     """Add a dataset to the registry (a plugin may call this with its own loader)."""
-    if info.name in _REGISTRY:
-        raise ValueError(f"dataset {info.name!r} is already registered")
-    _REGISTRY[info.name] = info
-    return info
+    return DATASETS.register(info.name, info)
 
 
 def dataset_names() -> list[str]:
-    return list(_REGISTRY)
+    return DATASETS.names()
 
 
 def dataset_info(name: str) -> DatasetInfo:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ConfigError(f"data.name: unknown dataset {name!r} (known: {', '.join(_REGISTRY)})") from None
+    return DATASETS.get(name)
 
 
 def default_data_dir() -> Path:
@@ -175,7 +170,7 @@ def describe_datasets(data_dir: str | Path | None = None) -> list[dict]:
             "options": info.options(),
             "description": info.description,
         }
-        for info in _REGISTRY.values()
+        for info in DATASETS
     ]
 
 

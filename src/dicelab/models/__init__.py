@@ -11,30 +11,26 @@ from dicelab.errors import ConfigError
 from dicelab.models.activations import ACTIVATIONS, make_activation
 from dicelab.models.mlp import MLP
 from dicelab.models.vgg import VGG3
+from dicelab.registry import Registry
 
-__all__ = ["MLP", "VGG3", "ACTIVATIONS", "make_activation", "build_model", "register_model", "model_names",
+__all__ = ["MODELS", "MLP", "VGG3", "ACTIVATIONS", "make_activation", "build_model", "register_model", "model_names",
            "model_sites"]
 
 ModelFactory = Callable[..., nn.Module]
-_MODELS: dict[str, ModelFactory] = {}
+MODELS: Registry[ModelFactory] = Registry("model", "model.name")
 
 
 def register_model(name: str, factory: ModelFactory) -> None:
     """Register ``factory(input_shape, num_classes, **options) -> nn.Module`` under ``name``."""
-    if name in _MODELS:
-        raise ValueError(f"model {name!r} is already registered")
-    _MODELS[name] = factory
+    MODELS.register(name, factory)
 
 
 def model_names() -> list[str]:
-    return list(_MODELS)
+    return MODELS.names()
 
 
 def build_model(name: str, input_shape: Sequence[int], num_classes: int, **options) -> nn.Module:
-    try:
-        factory = _MODELS[name]
-    except KeyError:
-        raise ConfigError(f"model.name: unknown model {name!r} (known: {', '.join(_MODELS)})") from None
+    factory = MODELS.get(name)
     try:
         return factory(tuple(input_shape), num_classes, **options)
     except TypeError as exc:  # an option the factory does not take

@@ -9,31 +9,27 @@ from typing import Any
 import torch
 
 from dicelab.errors import ConfigError
+from dicelab.registry import Registry
 
-__all__ = ["register_optimizer", "optimizer_names", "build_optimizer"]
+__all__ = ["OPTIMIZERS", "register_optimizer", "optimizer_names", "build_optimizer"]
 
 # factory(params, lr, momentum, weight_decay, **options) -> Optimizer
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
-_OPTIMIZERS: dict[str, OptimizerFactory] = {}
+OPTIMIZERS: Registry[OptimizerFactory] = Registry("optimizer", "train.optimizer")
 
 
 def register_optimizer(name: str, factory: OptimizerFactory) -> None:
-    if name in _OPTIMIZERS:
-        raise ValueError(f"optimizer {name!r} is already registered")
-    _OPTIMIZERS[name] = factory
+    OPTIMIZERS.register(name, factory)
 
 
 def optimizer_names() -> list[str]:
-    return list(_OPTIMIZERS)
+    return OPTIMIZERS.names()
 
 
 def build_optimizer(name: str, params: Iterable, *, lr: float, momentum: float | None = None,
                     weight_decay: float = 0.0, **options: Any) -> torch.optim.Optimizer:
     """Build optimizer ``name``. ``momentum=None`` means the optimizer's own default."""
-    try:
-        factory = _OPTIMIZERS[name]
-    except KeyError:
-        raise ConfigError(f"train.optimizer: unknown optimizer {name!r} (known: {', '.join(_OPTIMIZERS)})") from None
+    factory = OPTIMIZERS.get(name)
     try:
         return factory(params, lr=lr, momentum=momentum, weight_decay=weight_decay, **options)
     except TypeError as exc:
