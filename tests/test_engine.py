@@ -196,6 +196,25 @@ def test_hooks_run_in_the_documented_order_and_take_effect():
         assert torch.allclose(pa, pb, atol=1e-5)
 
 
+class IdentityLoss(Hook):
+    def on_loss(self, per_sample, state):
+        return per_sample
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_per_sample_path_trains_bit_identically_to_the_fused_loss(reduction):
+    # With an on_loss hook the engine reduces the per-sample vector itself; without one it uses the fused
+    # cross-entropy. Both must give the same gradients, hence the same weights, bit for bit.
+    lr = 0.05 if reduction == "mean" else 0.001
+    cfg = small_digits_config(train={"epochs": 2, "loss_reduction": reduction, "lr": lr})
+    fused, per_sample = Trainer(cfg), Trainer(cfg, [IdentityLoss()])
+    r1, r2 = fused.fit(write=False), per_sample.fit(write=False)
+    for pa, pb in zip(fused.model.parameters(), per_sample.model.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+    assert [e["val_accuracy"] for e in r1["epochs"]] == [e["val_accuracy"] for e in r2["epochs"]]
+    assert abs(r1["epochs"][-1]["train_loss"] - r2["epochs"][-1]["train_loss"]) < 1e-6
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "nesterov", "adam", "adamw"])
 def test_every_builtin_optimizer_trains(optimizer):
     lr = 0.005 if optimizer.startswith("adam") else 0.1
