@@ -128,7 +128,7 @@ def datasets(
 
 # --- sub-command groups, one per subpackage -------------------------------------------------
 # (each module defines `app = typer.Typer(...)`; keep this list sorted)
-_SUBCOMMANDS: list[tuple[str, str]] = []
+_SUBCOMMANDS: list[tuple[str, str]] = [("theory", "dicelab.theory.cli")]
 
 for _name, _module in _SUBCOMMANDS:
     import importlib
