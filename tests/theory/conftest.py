@@ -3,22 +3,10 @@ test here runs with float64 as the default dtype (restored afterwards, so other 
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
-import torch
+from _theory_dtype import float64_default
 
 _CACHE: dict[tuple[str, int], object] = {}
-
-
-@contextlib.contextmanager
-def float64_default():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
 
 
 @pytest.fixture(autouse=True)

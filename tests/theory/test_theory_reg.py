@@ -3,12 +3,12 @@ classify."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
 
 import pytest
 import torch
+from _theory_dtype import float64_default
 
 from dicelab.seeding import generator
 from dicelab.theory import (
@@ -31,16 +31,6 @@ from dicelab.theory.errors import TheoryWarning
 from dicelab.theory.experiments.e3 import make as e3_make
 from dicelab.theory.losses import product_loss, two_layer_net
 from dicelab.theory.objective import SquaredLoss
-
-
-@contextlib.contextmanager
-def float64_default():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
 
 
 def _tanh_net(activation=torch.tanh):

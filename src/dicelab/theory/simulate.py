@@ -187,6 +187,14 @@ def simulate(
                 f"(alpha*lambda_max at w0 = {alpha * lam_max:.3g}; needs < 2): lower alpha"
             )
 
+    def record(k: int, w64: Tensor, pw: Tensor | None) -> None:
+        """Store every observable at step k, raw and (when projecting) on Γ."""
+        for nm, f in observables.items():
+            raw_v[nm].append(f(w64))
+            if pw is not None:
+                proj_v[nm].append(f(pw))
+        done_steps.append(k)
+
     with threads_for(threads, S * w0.shape[1]), torch.no_grad():
         eta = obj.sample_eta(gen, S, dtype)
         for k in range(K + 1):
@@ -198,11 +206,7 @@ def simulate(
                     diverged(k, w)
                     w64 = w.to(torch.float64)
                     pw = _project(Z, w64, project)
-                    for nm, f in observables.items():
-                        raw_v[nm].append(f(w64))
-                        if pw is not None:
-                            proj_v[nm].append(f(pw))
-                    done_steps.append(k)
+                    record(k, w64, pw)
                     final_proj = pw
                 if is_every:
                     w64 = w.to(torch.float64)
@@ -214,13 +218,8 @@ def simulate(
                     if stop is not None and stop(k, means):
                         stopped = k
                         if not is_rec:
-                            pw = pe
-                            for nm, f in observables.items():
-                                raw_v[nm].append(f(w64))
-                                if pw is not None:
-                                    proj_v[nm].append(f(pw))
-                            done_steps.append(k)
-                            final_proj = pw
+                            record(k, w64, pe)
+                            final_proj = pe
                         break
             if k == K:
                 break

@@ -66,6 +66,38 @@ def _overlay(name: str, sims: list[Any], tr: Any, xlabel: str, title: str) -> di
     return overlay_series(name, title, xlabel, "E D / D0", curves, tr.tau, tr.mean("D") / D0)
 
 
+def _rate_checks(exp: str, target: float, fast_tol: float, calib: dict[float, float], slope: float,
+                 m: dict[str, Any], cfg: dict[str, Any], sw: Any, mode: str) -> list[Any]:
+    """Checks shared by E1 and E2: the decay rate of D in rescaled time and the alpha-exponent of the sweep.
+
+    fast: rate within ``fast_tol`` of ``target`` at the first alpha, slope within 0.15 of ``slope``;
+    full: rates within 0.015 of the calibration, |rate - target| shrinking 1.5-2.7x per halving of alpha,
+    slope within 0.03.
+    """
+    checks = []
+    if mode == "fast":
+        a0 = cfg["alphas"][0]
+        r = m[f"rate@{a0:g}"]
+        checks.append(check(f"{exp} rate at alpha={a0:g}: {target:g} ± {fast_tol:g}", r, abs(r - target) <= fast_tol,
+                            f"{target:g} ± {fast_tol:g} (calibration {calib.get(a0, 'n/a')})"))
+        checks.append(check(f"{exp} sweep slope {slope:g} ± 0.15", sw.slope, abs(sw.slope - slope) <= 0.15,
+                            f"[{slope - 0.15:g}, {slope + 0.15:g}]"))
+        return checks
+    for a in cfg["alphas"]:
+        if a in calib:
+            r = m[f"rate@{a:g}"]
+            checks.append(check(f"{exp} rate at alpha={a:g} within ±0.015 of {calib[a]}", r,
+                                abs(r - calib[a]) <= 0.015, f"{calib[a]} ± 0.015"))
+    errs = [abs(m[f"rate@{a:g}"] - target) for a in cfg["alphas"]]
+    for i in range(len(errs) - 1):
+        q = errs[i] / errs[i + 1]
+        checks.append(check(f"{exp} |rate-{target:g}| shrink per halving "
+                            f"({cfg['alphas'][i]:g}->{cfg['alphas'][i + 1]:g})", q, 1.5 <= q <= 2.7, "[1.5, 2.7]"))
+    checks.append(check(f"{exp} sweep slope {slope:.2f} ± 0.03", sw.slope, abs(sw.slope - slope) <= 0.03,
+                        f"[{slope - 0.03:.2f}, {slope + 0.03:.2f}]"))
+    return checks
+
+
 def run_e1(mode: str, seed: int, ov: dict[str, Any]) -> ExperimentResult:
     cfg: dict[str, Any] = {
         "sigma": 1.0, "chains": 2000, "tau": 1.0,
@@ -85,25 +117,7 @@ def run_e1(mode: str, seed: int, ov: dict[str, Any]) -> ExperimentResult:
     m.update({"sweep_alphas": sw.alphas, "k_star": sw.k_star, "k_star_pred": pred, "slope": sw.slope,
               "slope_se": sw.slope_se, "pairwise_slopes": sw.pairwise, "sweep_regime": sw.regime,
               "sweep_runtime": sw.runtime_s, "tau_star_limit": tau_star})
-    checks = []
-    a0 = cfg["alphas"][0]
-    if mode == "fast":
-        checks.append(check(f"E1 rate at alpha={a0:g}: |rate-1| <= 0.05", m[f"rate@{a0:g}"],
-                            abs(m[f"rate@{a0:g}"] - 1) <= 0.05, "1 ± 0.05 (calibration 1.031)"))
-        checks.append(check("E1 sweep slope -2 ± 0.15", sw.slope, abs(sw.slope + 2) <= 0.15, "[-2.15, -1.85]"))
-    else:
-        calib = {0.02: 1.031, 0.01: 1.015, 0.005: 1.008}
-        for a in cfg["alphas"]:
-            if a in calib:
-                r = m[f"rate@{a:g}"]
-                checks.append(check(f"E1 rate at alpha={a:g} within ±0.015 of {calib[a]}", r,
-                                    abs(r - calib[a]) <= 0.015, f"{calib[a]} ± 0.015"))
-        errs = [abs(m[f"rate@{a:g}"] - 1) for a in cfg["alphas"]]
-        for i in range(len(errs) - 1):
-            q = errs[i] / errs[i + 1]
-            checks.append(check(f"E1 |rate-1| shrink per halving ({cfg['alphas'][i]:g}->{cfg['alphas'][i + 1]:g})",
-                                q, 1.5 <= q <= 2.7, "[1.5, 2.7]"))
-        checks.append(check("E1 sweep slope -2.00 ± 0.03", sw.slope, abs(sw.slope + 2) <= 0.03, "[-2.03, -1.97]"))
+    checks = _rate_checks("E1", 1.0, 0.05, {0.02: 1.031, 0.01: 1.015, 0.005: 1.008}, -2.0, m, cfg, sw, mode)
     worst = max(abs(k / p - 1) for k, p in zip(sw.k_star, pred, strict=True))
     checks.append(check("E1 each k* within 10% of ln2/(alpha^2 sigma^2)", worst, worst <= 0.10, "max rel. dev <= 0.10"))
     checks.append(check("E1 alpha_sweep labels degenerate", float(sw.slope), sw.regime == "degenerate",
@@ -144,25 +158,8 @@ def run_e2(mode: str, seed: int, ov: dict[str, Any]) -> ExperimentResult:
         x = -math.log(float(s.proj["D"].mean[-1]) / D0)
         m[f"e2b_rate_tau1@{a:g}"] = x / cfg["tau"]
         m[f"e2b_rate_tau2@{a:g}"] = x / (cfg["tau"] * a)
-    checks = []
-    a0 = cfg["alphas"][0]
-    if mode == "fast":
-        checks.append(check(f"E2 rate at alpha={a0:g}: 2 ± 0.1", m[f"rate@{a0:g}"], abs(m[f"rate@{a0:g}"] - 2) <= 0.1,
-                            "2 ± 0.1 (calibration 2.052)"))
-        checks.append(check("E2 sweep slope -1 ± 0.15", sw.slope, abs(sw.slope + 1) <= 0.15, "[-1.15, -0.85]"))
-    else:
-        calib = {0.02: 2.052, 0.01: 2.027, 0.005: 2.014}
-        for a in cfg["alphas"]:
-            if a in calib:
-                r = m[f"rate@{a:g}"]
-                checks.append(check(f"E2 rate at alpha={a:g} within ±0.015 of {calib[a]}", r,
-                                    abs(r - calib[a]) <= 0.015, f"{calib[a]} ± 0.015"))
-        errs = [abs(m[f"rate@{a:g}"] - 2) for a in cfg["alphas"]]
-        for i in range(len(errs) - 1):
-            q = errs[i] / errs[i + 1]
-            checks.append(check(f"E2 |rate-2| shrink per halving ({cfg['alphas'][i]:g}->{cfg['alphas'][i + 1]:g})",
-                                q, 1.5 <= q <= 2.7, "[1.5, 2.7]"))
-        checks.append(check("E2 sweep slope -1.00 ± 0.03", sw.slope, abs(sw.slope + 1) <= 0.03, "[-1.03, -0.97]"))
+    checks = _rate_checks("E2", 2.0, 0.1, {0.02: 2.052, 0.01: 2.027, 0.005: 2.014}, -1.0, m, cfg, sw, mode)
+    if mode == "full":
         r = [m[f"e2b_rate_tau1@{a:g}"] for a in cfg["e2b_alphas"]]
         for i in range(len(r) - 1):
             q = r[i] / r[i + 1]
