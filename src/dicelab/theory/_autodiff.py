@@ -17,6 +17,8 @@ import torch
 from torch import Tensor
 from torch.func import grad, jvp, vmap
 
+from dicelab.threads import num_threads
+
 # torch.func.jvp calls the deprecated torch.jit.script inside torch itself (torch 2.14); the warning is
 # about torch's own code, says nothing to a dicelab user, and would print on every `dicelab theory run`.
 warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
@@ -92,16 +94,10 @@ def threads_for(setting: str | int, size: int):
 
     On tiny tensors intra-op threading costs more than it saves (up to 10× slower on 2 threads).
     """
-    old = torch.get_num_threads()
-    want = old
+    want: int | None = None
     if setting == "auto":
-        want = 1 if size <= 200_000 else old
+        want = 1 if size <= 200_000 else None
     elif isinstance(setting, int):
         want = setting
-    if want != old:
-        torch.set_num_threads(want)
-    try:
+    with num_threads(want):
         yield
-    finally:
-        if want != old:
-            torch.set_num_threads(old)

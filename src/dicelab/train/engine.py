@@ -35,6 +35,7 @@ from dicelab.errors import ConfigError
 from dicelab.models import build_model
 from dicelab.optim import build_optimizer
 from dicelab.seeding import SeedBank
+from dicelab.threads import num_threads
 from dicelab.train.checkpoint import load_checkpoint, save_checkpoint
 from dicelab.train.hooks import EpochPlan, Hook, HookList, StepState
 from dicelab.train.record import library_versions, new_run_dir, utc_now, write_json_atomic
@@ -232,7 +233,7 @@ class Trainer:
 
     def _run_epochs(self, start_epoch: int, run_dir: Path | None, started: float) -> None:
         tc = self.train_config
-        with _threads(tc.threads), _progress(tc.epochs, self.quiet or not tc.progress, self.config.name) as bar:
+        with num_threads(tc.threads), _progress(tc.epochs, self.quiet or not tc.progress, self.config.name) as bar:
             if start_epoch:
                 bar.advance(start_epoch)
             for epoch in range(start_epoch, tc.epochs):
@@ -325,21 +326,6 @@ class Trainer:
         self.history = json.loads(ckpt["history"])
         self.timings = json.loads(ckpt["timings"])
         return int(ckpt["next_epoch"])
-
-
-class _threads:
-    """Use ``n`` intra-op threads for the duration of a run, then restore the process setting."""
-
-    def __init__(self, n: int | None) -> None:
-        self.n = n
-
-    def __enter__(self) -> None:
-        self.before = torch.get_num_threads()
-        if self.n is not None:
-            torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc) -> None:
-        torch.set_num_threads(self.before)
 
 
 class _progress:
