@@ -25,7 +25,7 @@ def table(res) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--only", nargs="*", default=sorted(EXPERIMENTS))
+    ap.add_argument("--only", nargs="*", default=sorted(EXPERIMENTS.names()))
     ap.add_argument("--fast-only", action="store_true")
     ap.add_argument("--out", default="runs/theory-calibration")
     args = ap.parse_args()

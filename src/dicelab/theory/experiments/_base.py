@@ -15,7 +15,9 @@ import numpy as np
 import torch
 
 from dicelab.errors import ConfigError
+from dicelab.registry import Registry
 from dicelab.theory._autodiff import threads_for
+from dicelab.train.record import write_json_atomic
 
 __all__ = ["Check", "ExperimentResult", "Experiment", "EXPERIMENTS", "register", "run_experiment", "new_run_dir"]
 
@@ -107,12 +109,11 @@ class Experiment:
         return self.run(mode, seed, overrides)
 
 
-EXPERIMENTS: dict[str, Experiment] = {}
+EXPERIMENTS: Registry[Experiment] = Registry("experiment", "experiment")
 
 
 def register(exp: Experiment) -> Experiment:
-    EXPERIMENTS[exp.id] = exp
-    return exp
+    return EXPERIMENTS.register(exp.id, exp)
 
 
 def check(name: str, measured: float, ok: bool, threshold: str) -> Check:
@@ -146,9 +147,7 @@ def run_experiment(
     """
     from dicelab.theory import experiments as _ex  # noqa: F401 - registers everything
 
-    key = name.upper()
-    if key not in EXPERIMENTS:
-        raise ConfigError(f"unknown experiment {name!r}; choose from {', '.join(sorted(EXPERIMENTS))}")
+    experiment = EXPERIMENTS.get(name.upper())
     if mode not in ("fast", "full"):
         raise ConfigError(f"mode must be 'fast' or 'full', got {mode!r}")
     if not isinstance(seed, int) or seed < 0:
@@ -156,7 +155,7 @@ def run_experiment(
     t0, c0 = time.perf_counter(), time.process_time()
     # every tensor here is small (S·d ≤ 2·10⁴): intra-op threads only add synchronisation cost
     with threads_for(1, 0):
-        res = EXPERIMENTS[key].run(mode, seed, {k: v for k, v in overrides.items() if v is not None})
+        res = experiment.run(mode, seed, {k: v for k, v in overrides.items() if v is not None})
     res.runtime_s = time.perf_counter() - t0
     # CPU seconds of this (single-threaded) run: equals the wall time on an idle machine, and unlike the
     # wall time it does not grow when something else shares the cores.
@@ -171,7 +170,7 @@ def run_experiment(
 
             res.files += [str(p) for p in render_all(res.series, d, prefix=res.id)]
         path = d / "result.json"
-        path.write_text(json.dumps(res.to_json(), indent=1))
+        write_json_atomic(path, res.to_json())
         res.files.append(str(path))
     return res
 
