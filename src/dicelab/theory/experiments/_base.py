@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -17,7 +16,7 @@ import torch
 from dicelab.errors import ConfigError
 from dicelab.registry import Registry
 from dicelab.theory._autodiff import threads_for
-from dicelab.train.record import write_json_atomic
+from dicelab.train.record import library_versions, write_json_atomic
 
 __all__ = ["Check", "ExperimentResult", "Experiment", "EXPERIMENTS", "register", "run_experiment", "new_run_dir"]
 
@@ -63,15 +62,8 @@ class ExperimentResult:
             "metrics": _jsonable(self.metrics), "checks": [asdict(c) for c in self.checks],
             "passed": self.passed, "runtime_s": self.runtime_s, "timing": _jsonable(self.timing),
             "series": _jsonable(self.series),
-            "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-                         "dicelab": _dicelab_version()},
+            "versions": library_versions(),
         }
-
-
-def _dicelab_version() -> str:
-    from dicelab import __version__
-
-    return __version__
 
 
 def _jsonable(x: Any) -> Any:
