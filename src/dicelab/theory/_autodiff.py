@@ -62,16 +62,6 @@ def batched_jacobian(F: Callable[[Tensor], Tensor], w: Tensor) -> Tensor:
     return cols.permute(1, 2, 0)
 
 
-def hessian_contraction_grad(f: BatchedFn, w: Tensor, M: Tensor) -> Tensor:
-    """``∇_w ⟨∇²f(w), M⟩`` per chain with M (S,d,d) frozen: the third-derivative contraction ∇³f[M]."""
-    Ms = 0.5 * (M + M.transpose(-1, -2)).detach()
-
-    def contracted(x: Tensor) -> Tensor:
-        return (batched_hessian(f, x) * Ms).sum(dim=(-1, -2))
-
-    return batched_grad(contracted)(w)
-
-
 def hessian_autograd(f: BatchedFn, x: Tensor, create_graph: bool = False) -> Tensor:
     """Per-chain Hessians (S, d, d) by d plain-autograd double-backward passes.
 
