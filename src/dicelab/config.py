@@ -12,18 +12,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from dicelab.errors import ConfigError
+from dicelab.strict import StrictModel
 
 __all__ = ["StrictModel", "DataConfig", "ModelConfig", "TrainConfig", "OutputConfig", "RunConfig",
            "load_run_config", "apply_overrides", "parse_override", "format_validation_error", "validate"]
-
-
-class StrictModel(BaseModel):
-    """Base for every config section: unknown fields are errors; assignments are validated too."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class DataConfig(StrictModel):

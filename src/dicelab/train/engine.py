@@ -40,6 +40,7 @@ from dicelab.train.checkpoint import load_checkpoint, save_checkpoint
 from dicelab.train.hooks import EpochPlan, Hook, HookList, StepState
 from dicelab.train.record import library_versions, new_run_dir, utc_now, write_json_atomic
 from dicelab.train.schedules import lr_at_epoch
+from dicelab.train.sections import hooks_from_config
 
 __all__ = ["Trainer", "evaluate", "resolve_device", "load_data_for", "build_model_for"]
 
@@ -97,11 +98,12 @@ class Trainer:
     def __init__(self, config: RunConfig, hooks: Sequence[Hook] = (), *, data: DataBundle | None = None,
                  model: nn.Module | None = None, seeds: SeedBank | None = None, quiet: bool = False) -> None:
         self.config = config
-        self.hooks = HookList(hooks)
         self.seeds = seeds or SeedBank(config.seed)
+        self.device = resolve_device(config.train.device)
+        # Hooks from the config's own sections ([randomness], [memorization]) run before the caller's.
+        self.hooks = HookList([*hooks_from_config(config, self.seeds, self.device), *hooks])
         self.train_config: TrainConfig = self.hooks.configure(config.train)
         tc = self.train_config
-        self.device = resolve_device(tc.device)
         self.data = (data if data is not None else load_data_for(config)).to(self.device)
         model = model if model is not None else build_model_for(config, self.data, self.seeds)
         self.model = self.hooks.wrap_model(model.to(self.device))

@@ -1,0 +1,25 @@
+"""Hooks that a run config's own sections ask for (``[randomness]``, ``[memorization]``).
+
+Each subpackage that plugs into training through a config table contributes one builder here, so the
+engine knows about config sections only through this one function.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from dicelab.seeding import SeedBank
+from dicelab.train.hooks import Hook
+
+if TYPE_CHECKING:
+    from dicelab.config import RunConfig
+
+__all__ = ["hooks_from_config"]
+
+
+def hooks_from_config(config: RunConfig, seeds: SeedBank, device: torch.device) -> list[Hook]:
+    """The hooks ``config``'s sections switch on, in the order the engine should call them."""
+    hooks: list[Hook] = []
+    return hooks
