@@ -37,7 +37,7 @@ from dicelab.optim import build_optimizer
 from dicelab.seeding import SeedBank
 from dicelab.threads import num_threads
 from dicelab.train.checkpoint import load_checkpoint, save_checkpoint
-from dicelab.train.hooks import EpochPlan, Hook, HookList, StepState
+from dicelab.hooks import EpochPlan, Hook, HookList, StepState
 from dicelab.train.record import library_versions, new_run_dir, utc_now, write_json_atomic
 from dicelab.train.schedules import lr_at_epoch
 from dicelab.train.sections import hooks_from_config
@@ -100,11 +100,11 @@ class Trainer:
         self.config = config
         self.seeds = seeds or SeedBank(config.seed)
         self.device = resolve_device(config.train.device)
+        self.data = (data if data is not None else load_data_for(config)).to(self.device)
         # Hooks from the config's own sections ([randomness], [memorization]) run before the caller's.
-        self.hooks = HookList([*hooks_from_config(config, self.seeds, self.device), *hooks])
+        self.hooks = HookList([*hooks_from_config(config, self.seeds, self.device, self.data), *hooks])
         self.train_config: TrainConfig = self.hooks.configure(config.train)
         tc = self.train_config
-        self.data = (data if data is not None else load_data_for(config)).to(self.device)
         model = model if model is not None else build_model_for(config, self.data, self.seeds)
         self.model = self.hooks.wrap_model(model.to(self.device))
         self.params = [p for p in self.model.parameters() if p.requires_grad]

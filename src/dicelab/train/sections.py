@@ -11,15 +11,19 @@ from typing import TYPE_CHECKING
 import torch
 
 from dicelab.seeding import SeedBank
-from dicelab.train.hooks import Hook
+from dicelab.hooks import Hook
 
 if TYPE_CHECKING:
     from dicelab.config import RunConfig
+    from dicelab.data import DataBundle
 
 __all__ = ["hooks_from_config"]
 
 
-def hooks_from_config(config: RunConfig, seeds: SeedBank, device: torch.device) -> list[Hook]:
-    """The hooks ``config``'s sections switch on, in the order the engine should call them."""
+def hooks_from_config(config: RunConfig, seeds: SeedBank, device: torch.device, data: DataBundle) -> list[Hook]:
+    """The hooks ``config``'s sections switch on, in the order the engine should call them.
+
+    ``data`` is the loaded dataset (already on ``device``): a section may check it fits (e.g. image
+    augmentation needs (N, C, H, W) inputs) before anything is trained or written."""
     hooks: list[Hook] = []
     return hooks
