@@ -126,6 +126,12 @@ def datasets(
                "`dicelab train ... --set data.download=true`.")
 
 
+from dicelab.randomness.cli import EPILOG as _TECHNIQUES_EPILOG  # noqa: E402
+from dicelab.randomness.cli import techniques_command  # noqa: E402
+
+app.command("techniques", epilog=_TECHNIQUES_EPILOG)(techniques_command)
+
+
 # --- sub-command groups, one per subpackage -------------------------------------------------
 # (each module defines `app = typer.Typer(...)`; keep this list sorted)
 _SUBCOMMANDS: list[tuple[str, str]] = [("theory", "dicelab.theory.cli")]

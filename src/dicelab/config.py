@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from dicelab.errors import ConfigError
+from dicelab.randomness.config import RandomnessConfig
 from dicelab.strict import StrictModel
 
 __all__ = ["StrictModel", "DataConfig", "ModelConfig", "TrainConfig", "OutputConfig", "RunConfig",
@@ -123,6 +124,7 @@ class RunConfig(StrictModel):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    randomness: RandomnessConfig = Field(default_factory=RandomnessConfig)   # the [randomness] table (spec 01)
 
 
 def format_validation_error(exc: ValidationError, prefix: str = "") -> str:

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from dicelab.config import RunConfig
+from dicelab.hooks import HOOK_POINTS, EpochPlan, Hook, HookList, StepState
 from dicelab.train.checkpoint import load_checkpoint, save_checkpoint
 from dicelab.train.engine import Trainer, build_model_for, evaluate, load_data_for, resolve_device
-from dicelab.hooks import HOOK_POINTS, EpochPlan, Hook, HookList, StepState
 
 __all__ = ["Trainer", "Hook", "HookList", "StepState", "EpochPlan", "HOOK_POINTS", "evaluate", "train_from_config",
            "load_checkpoint", "save_checkpoint", "resolve_device", "load_data_for", "build_model_for"]

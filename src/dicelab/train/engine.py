@@ -32,12 +32,12 @@ from torch import nn
 from dicelab.config import RunConfig, TrainConfig
 from dicelab.data import DataBundle, Split, load_dataset
 from dicelab.errors import ConfigError
+from dicelab.hooks import EpochPlan, Hook, HookList, StepState
 from dicelab.models import build_model
 from dicelab.optim import build_optimizer
 from dicelab.seeding import SeedBank
 from dicelab.threads import num_threads
 from dicelab.train.checkpoint import load_checkpoint, save_checkpoint
-from dicelab.hooks import EpochPlan, Hook, HookList, StepState
 from dicelab.train.record import library_versions, new_run_dir, utc_now, write_json_atomic
 from dicelab.train.schedules import lr_at_epoch
 from dicelab.train.sections import hooks_from_config

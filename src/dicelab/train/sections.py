@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from dicelab.seeding import SeedBank
 from dicelab.hooks import Hook
+from dicelab.seeding import SeedBank
 
 if TYPE_CHECKING:
     from dicelab.config import RunConfig
@@ -26,4 +26,9 @@ def hooks_from_config(config: RunConfig, seeds: SeedBank, device: torch.device, 
     ``data`` is the loaded dataset (already on ``device``): a section may check it fits (e.g. image
     augmentation needs (N, C, H, W) inputs) before anything is trained or written."""
     hooks: list[Hook] = []
+    if config.randomness.active():
+        from dicelab.randomness import build
+
+        hooks.append(build(config.randomness, seeds, device, num_classes=data.num_classes,
+                           input_shape=data.input_shape, num_train=len(data.train)))
     return hooks
