@@ -218,3 +218,25 @@ def test_paper_faithful_example_trains(run_cli, tmp_path):
     assert (tc["optimizer"], tc["lr"], tc["batch_size"], tc["loss_reduction"]) == ("sgd", 1e-3, 128, "sum")
     assert record["status"] == "completed" and record["final"]["steps"] == 2 * 7   # 800 samples, batch 128
     assert {"randomness.weight_init", "randomness.shuffle"} <= set(record["seeds"])
+
+
+def test_logged_loss_is_the_un_noised_mean():
+    import copy
+
+    import torch.nn.functional as F
+
+    cfg = small_digits_config(train={"batch_size": 800, "epochs": 1, "shuffle": False},
+                              randomness={"loss_noise": 1.0})
+    trainer = Trainer(cfg, quiet=True)
+    start = copy.deepcopy(trainer.model)
+    record = trainer.fit(write=False)
+    with torch.no_grad():
+        clean = F.cross_entropy(start(trainer.data.train.x), trainer.data.train.y).item()
+    assert abs(record["epochs"][0]["train_loss"] - clean) <= 1e-6
+
+
+def test_paper_preset_gives_adam_the_keras_epsilon():
+    _, paper = train({"preset": "paper", "optimizer": "adam"}, epochs=1)
+    _, plain = train({"optimizer": "adam"}, epochs=1)
+    assert paper.optimizer.param_groups[0]["eps"] == 1e-7
+    assert plain.optimizer.param_groups[0]["eps"] == 1e-8
