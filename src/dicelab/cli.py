@@ -134,7 +134,8 @@ app.command("techniques", epilog=_TECHNIQUES_EPILOG)(techniques_command)
 
 # --- sub-command groups, one per subpackage -------------------------------------------------
 # (each module defines `app = typer.Typer(...)`; keep this list sorted)
-_SUBCOMMANDS: list[tuple[str, str]] = [("theory", "dicelab.theory.cli")]
+_SUBCOMMANDS: list[tuple[str, str]] = [("bench", "dicelab.optim.cli"),
+                                       ("theory", "dicelab.theory.cli")]
 
 for _name, _module in _SUBCOMMANDS:
     import importlib

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from dicelab.errors import ConfigError
+from dicelab.optim.rsgd import rsgd_factory
 from dicelab.registry import Registry
 
 __all__ = ["OPTIMIZERS", "register_optimizer", "optimizer_names", "build_optimizer"]
@@ -69,3 +70,6 @@ def _adamw(params, *, lr, momentum, weight_decay, **kw):
 for _name, _factory in (("sgd", _sgd), ("momentum", _momentum), ("nesterov", _nesterov), ("adam", _adam),
                         ("adamw", _adamw)):
     register_optimizer(_name, _factory)
+
+# Reinforced SGD (spec 05); its options come from train.optimizer_options (schedule, gamma, prob, ...)
+register_optimizer("rsgd", rsgd_factory)

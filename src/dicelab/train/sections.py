@@ -31,4 +31,8 @@ def hooks_from_config(config: RunConfig, seeds: SeedBank, device: torch.device, 
 
         hooks.append(build(config.randomness, seeds, device, num_classes=data.num_classes,
                            input_shape=data.input_shape, num_train=len(data.train)))
+    if config.train.optimizer == "rsgd":  # R-SGD: seed from the run, epoch clock, per-epoch log
+        from dicelab.optim.training import optimizer_hooks
+
+        hooks.extend(optimizer_hooks(config, seeds))
     return hooks
