@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -83,10 +85,13 @@ class AffineTechnique(Technique):
 
     hooks = frozenset({"on_batch"})
     needs_images = True
-    part: str
+    part: ClassVar[str]                      # apply_affine's argument: theta, zoom or translation
+    draw_params: ClassVar[Callable[..., torch.Tensor]]
 
     def draw(self, n: int, device: torch.device) -> torch.Tensor:
-        raise NotImplementedError
+        params = type(self).draw_params(n, self.value, self.generator, device, per=self.context.per)
+        self._record(self.part, params)
+        return params
 
     def on_batch(self, x, y, state):  # used when called alone (e.g. a preview); the set fuses the three
         params = self.draw(x.shape[0], x.device)
@@ -99,13 +104,8 @@ class Rotation(AffineTechnique):
     level = Level.DATA
     knobs = (_factor_knob("θ ~ U(−2π·factor, 2π·factor)"),)
     paper_index, paper_group = 2, "data"
-    part = "theta"
+    part, draw_params = "theta", staticmethod(augment.draw_rotation)
     summary = "random rotation, per sample"
-
-    def draw(self, n, device):
-        theta = augment.draw_rotation(n, self.value, self.generator, device, per=self.context.per)
-        self._record("theta", theta)
-        return theta
 
 
 class Zoom(AffineTechnique):
@@ -113,13 +113,8 @@ class Zoom(AffineTechnique):
     level = Level.DATA
     knobs = (_factor_knob("s_h, s_w ~ U(1−factor, 1+factor); s > 1 zooms out", open_high=True),)
     paper_index, paper_group = 3, "data"
-    part = "zoom"
+    part, draw_params = "zoom", staticmethod(augment.draw_zoom)
     summary = "random zoom, per sample and axis"
-
-    def draw(self, n, device):
-        zoom = augment.draw_zoom(n, self.value, self.generator, device, per=self.context.per)
-        self._record("zoom", zoom)
-        return zoom
 
 
 class Translation(AffineTechnique):
@@ -127,13 +122,8 @@ class Translation(AffineTechnique):
     level = Level.DATA
     knobs = (_factor_knob("shift ~ U(−factor, factor) of the height / width"),)
     paper_index, paper_group = 4, "data"
-    part = "translation"
+    part, draw_params = "translation", staticmethod(augment.draw_translation)
     summary = "random shift, per sample and axis"
-
-    def draw(self, n, device):
-        shift = augment.draw_translation(n, self.value, self.generator, device, per=self.context.per)
-        self._record("translation", shift)
-        return shift
 
 
 class Contrast(Technique):
