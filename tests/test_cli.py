@@ -39,3 +39,8 @@ def test_train_prints_accuracy_and_record_path(tmp_path, run_cli):
 def test_usage_error_exits_2(run_cli, tmp_path):
     code, _, err = run_cli("train", str(tmp_path / "missing.toml"))
     assert code == 2 and "missing.toml: config file not found" in err
+
+
+def test_unknown_option_is_a_usage_error(run_cli, tmp_path):
+    code, _, err = run_cli("train", str(tmp_path / "missing.toml"), "--bogus")
+    assert code == 2 and "No such option: --bogus" in err

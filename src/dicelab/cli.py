@@ -135,6 +135,7 @@ app.command("techniques", epilog=_TECHNIQUES_EPILOG)(techniques_command)
 # --- sub-command groups, one per subpackage -------------------------------------------------
 # (each module defines `app = typer.Typer(...)`; keep this list sorted)
 _SUBCOMMANDS: list[tuple[str, str]] = [("bench", "dicelab.optim.cli"),
+                                       ("memorization", "dicelab.memorization.cli"),
                                        ("theory", "dicelab.theory.cli")]
 
 for _name, _module in _SUBCOMMANDS:
@@ -158,10 +159,10 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(130)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except Exception as exc:
+        # Usage errors (unknown option, missing argument) arrive here in non-standalone mode as click
+        # exceptions; recent typer versions vendor click, so they are recognised by their interface.
+        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             sys.exit(exc.exit_code)
         raise

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from dicelab.errors import ConfigError
+from dicelab.memorization.config import MemorizationConfig
 from dicelab.randomness.config import RandomnessConfig
 from dicelab.strict import StrictModel
 
@@ -124,6 +125,7 @@ class RunConfig(StrictModel):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    memorization: MemorizationConfig | None = None   # the [memorization] table (spec 04): RLP heads
     randomness: RandomnessConfig = Field(default_factory=RandomnessConfig)   # the [randomness] table (spec 01)
 
 

@@ -31,6 +31,10 @@ def hooks_from_config(config: RunConfig, seeds: SeedBank, device: torch.device, 
 
         hooks.append(build(config.randomness, seeds, device, num_classes=data.num_classes,
                            input_shape=data.input_shape, num_train=len(data.train)))
+    if config.memorization is not None:
+        from dicelab.memorization.hook import MemorizationHook
+
+        hooks.append(MemorizationHook(config.memorization, seeds, device, run_config=config, data=data))
     if config.train.optimizer == "rsgd":  # R-SGD: seed from the run, epoch clock, per-epoch log
         from dicelab.optim.training import optimizer_hooks
 
