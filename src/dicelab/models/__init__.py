@@ -57,6 +57,15 @@ def _reject(unused: dict, model: str) -> None:
 register_model("mlp", _mlp)
 register_model("vgg", _vgg)
 
+# symmetry-breaking variants (spec 06 §6): structure in buffers, drawn from a structure seed
+from dicelab.models.modular import modular_mlp_factory  # noqa: E402
+from dicelab.models.orthopoly import orthopoly_mlp_factory  # noqa: E402
+from dicelab.models.prepruned import prepruned_mlp_factory  # noqa: E402
+
+register_model("prepruned_mlp", prepruned_mlp_factory)
+register_model("orthopoly_mlp", orthopoly_mlp_factory)
+register_model("modular_mlp", modular_mlp_factory)
+
 
 _ACTIVATION_TYPES = (nn.ReLU, nn.GELU, nn.Tanh)
 _CONNECT_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
