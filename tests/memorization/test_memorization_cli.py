@@ -61,7 +61,7 @@ def test_run_json_and_overrides(run_cli, tiny, tmp_path):
     assert res["summary"][0]["n"] == 5 and res["summary"][0]["chance"] == 0.2
 
 
-def test_sweep_over_lambda_and_over_a_standin_regularizer(run_cli, tiny, tmp_path):
+def test_sweep_over_lambda_and_over_a_catalog_regularizer(run_cli, tiny, tmp_path):
     code, out, err = run_cli("memorization", "sweep", str(tiny), "--lam", "0,0.3", "--seeds", "0", "--workers", "1",
                              "--out", str(tmp_path / "s"), "-q")
     assert code == 0, err
@@ -81,7 +81,13 @@ def test_sweep_over_lambda_and_over_a_standin_regularizer(run_cli, tiny, tmp_pat
     assert code == 0 and len(list((tmp_path / "s" / "runs").glob("*/record.json"))) == 2
     code, out, err = run_cli("memorization", "sweep", str(tiny), "--dropout", "0.2", "--seeds", "0", "--workers", "1",
                              "--out", str(tmp_path / "d"), "-q", "--no-plots")
-    assert code == 0, err and "dropout=0.2" in out
+    assert code == 0, err
+    assert "dropout=0.2" in out
+    # the sweep point is a catalog run: its record names randomness.dropout, and no other technique
+    (rec,) = (tmp_path / "d" / "runs").glob("*/record.json")
+    table = json.loads(rec.read_text())["config"]["randomness"]
+    assert [k for k, v in table.items() if v is not None and k not in ("preset", "seeds", "augment")] == ["dropout"]
+    assert 0.2 in (table["dropout"].values() if isinstance(table["dropout"], dict) else [table["dropout"]])
 
 
 def test_taps_lists_module_names_and_shapes(run_cli, tiny):
@@ -97,6 +103,9 @@ def test_taps_lists_module_names_and_shapes(run_cli, tiny):
     (["sweep", "{cfg}", "--lam", "0,1", "--dropout", "0.1"], "one axis per sweep"),
     (["sweep", "{cfg}", "--lam", "0,x"], "--lam: expected comma-separated numbers"),
     (["sweep", "{cfg}", "--augment", "blur:1"], "--augment: unknown technique 'blur'"),
+    (["sweep", "{cfg}", "--augment", "flip:diagonal"], "--augment: 'flip:diagonal': flip mode must be one of"),
+    (["sweep", "{cfg}", "--augment", "translation:2"], "--augment: 'translation:2'"),
+    (["sweep", "{cfg}", "--dropout", "1"], "--dropout: 1.0 outside [0, 1)"),
     (["sweep", "{cfg}", "--seeds", "a"], "--seeds"),
     (["run", "{plain}"], "no [memorization] table"),
 ])

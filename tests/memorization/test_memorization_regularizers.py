@@ -8,18 +8,16 @@ import pytest
 from _mem_support import digits_mlp
 
 from dicelab.memorization.experiments import variant
-from dicelab.memorization.standin import regularizer_hook
-from dicelab.seeding import SeedBank
 from dicelab.train import Trainer
 
 MEM = {"taps": ["act3"], "num_labels": 100, "clean_every": 20, "heldout": False}
 
 
 def final_clean(axis: str, value) -> tuple[float, float]:
-    cfg, standin = variant(digits_mlp(20, memorization=MEM), axis, value, seed=0)
-    seeds = SeedBank(0)
-    hooks = [h for h in [standin and regularizer_hook(standin, value, seeds, 10)] if h]
-    record = Trainer(cfg, hooks, seeds=seeds).fit(write=False)
+    cfg = variant(digits_mlp(20, memorization=MEM), axis, value, seed=0)
+    # dropout and label smoothing come from the randomness catalog ([randomness] table)
+    assert cfg.randomness.active() == ([axis] if axis in ("dropout", "label_smoothing") else [])
+    record = Trainer(cfg).fit(write=False)
     assert record["status"] == "completed"
     return record["epochs"][-1]["memorization"][0]["clean_acc"], record["final"]["test_accuracy"]
 

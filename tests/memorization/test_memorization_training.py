@@ -38,6 +38,46 @@ def test_lambda_zero_leaves_training_bit_identical(reg):
     assert len(record["epochs"][-1]["memorization"]) == 3
 
 
+CATALOG = {"label_smoothing": 0.3, "dropout": 0.2, "flip": "horizontal"}
+
+
+def test_heads_compose_with_the_randomness_catalog_and_stay_bit_identical_at_lambda_zero():
+    # [randomness] hooks run first: the memorization hook sees soft (B, K) targets and flipped inputs, keys
+    # the random labels by dataset index, and still checks each epoch that the indices match the batch
+    plain = Trainer(digits_mlp(3, randomness=CATALOG))
+    plain.fit(write=False)
+    mem = Trainer(digits_mlp(3, randomness=CATALOG, memorization={"taps": ["act3"], "lam": 0.0, "num_labels": 10}))
+    record = mem.fit(write=False)
+    assert record["status"] == "completed"
+    names = [type(h).__name__ for h in mem.hooks.hooks]
+    assert names.index("MemorizationHook") > 0          # after the catalog's hook
+    hook = next(h for h in mem.hooks.hooks if isinstance(h, MemorizationHook))
+    assert hook._checked_epoch == 2                      # the per-epoch check ran (and passed) every epoch
+    (row,) = record["epochs"][-1]["memorization"]
+    assert row["tap"] == "act3" and 0.0 <= row["clean_acc"] <= 1.0 and 0.0 <= row["online_acc"] <= 1.0
+    assert abs(row["heldout_acc"] - 0.1) < 0.05 and row["chance"] == 0.1
+    # spec 04 check 1 (heads at λ = 0 vs no heads), here with the catalog's techniques on in both runs
+    for a, b in zip(plain.model.parameters(), mem.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(held_out_logits(plain), held_out_logits(mem))
+    # and the techniques did act: without them the model ends elsewhere
+    bare = Trainer(digits_mlp(3))
+    bare.fit(write=False)
+    assert not torch.equal(held_out_logits(bare), held_out_logits(plain))
+
+
+def test_batch_check_reads_soft_targets_by_their_class():
+    from dicelab.memorization.hook import _targets_match
+
+    labels = torch.tensor([3, 0, 9, 3])
+    soft = torch.nn.functional.one_hot(labels, 10).float() * 0.7 + 0.03   # label smoothing ε = 0.3
+    assert _targets_match(soft, labels) and _targets_match(labels.clone(), labels)
+    assert not _targets_match(soft, torch.tensor([3, 0, 9, 4]))
+    assert not _targets_match(torch.tensor([3, 0, 9, 4]), labels)
+    uniform = torch.full((4, 10), 0.1)                                    # ε = 1: no class to compare
+    assert _targets_match(uniform, labels) and not _targets_match(soft[:3], labels)
+
+
 def test_lambda_zero_with_gradient_clipping_clips_heads_separately():
     # one global norm over model and heads would let head gradients rescale θ's update
     plain = Trainer(small_mlp(2, train={"grad_clip": 0.05}))

@@ -30,11 +30,13 @@ from dicelab.config import RunConfig, validate
 from dicelab.errors import ConfigError, DicelabError
 from dicelab.memorization.config import DEFAULT_LAM_GRID, MemorizationConfig
 
-__all__ = ["RunResult", "SweepResult", "run", "sweep", "regularizer_sweep", "variant", "summarize_run",
+__all__ = ["RunResult", "SweepResult", "run", "sweep", "regularizer_sweep", "variant", "parse_augment", "summarize_run",
            "depth_curve", "list_taps", "probe_run", "AXES", "DEFAULT_GRIDS", "DEFAULT_REGULARIZERS", "LAST_EPOCHS"]
 
 LAST_EPOCHS = 5          # the headline metric averages the clean accuracy of the last 5 epochs
 AXES = ("lam", "weight_decay", "dropout", "label_smoothing", "augment")
+AUGMENTS = ("none", "input_noise", "flip", "translation")   # --augment names = catalog technique names
+FLIP_MODES = ("horizontal", "vertical", "horizontal_and_vertical")
 DEFAULT_GRIDS: dict[str, tuple[Any, ...]] = {
     "lam": DEFAULT_LAM_GRID,
     "weight_decay": (0.0, 5e-4, 5e-3),
@@ -175,8 +177,6 @@ def _coerce(axis: str, value: Any) -> Any:
     if axis not in AXES:
         raise ConfigError(f"sweep axis: unknown {axis!r} (known: {', '.join(AXES)})")
     if axis == "augment":
-        from dicelab.memorization.standin import parse_augment
-
         parse_augment(str(value))
         return str(value)
     try:
@@ -192,53 +192,78 @@ def _coerce(axis: str, value: Any) -> Any:
     return v
 
 
-def variant(config: RunConfig, axis: str, value: Any, seed: int) -> tuple[RunConfig, str | None]:
-    """The run config of one sweep point, plus the stand-in regulariser it needs (None: none).
-    ``axis="baseline"`` changes nothing but the seed.
+def parse_augment(text: str) -> tuple[str, float | str]:
+    """One ``--augment`` setting as (catalog technique, value): ``"input_noise:0.5"`` → ("input_noise", 0.5),
+    ``"translation:0.1"`` → ("translation", 0.1), ``"flip"`` → ("flip", "horizontal"), ``"flip:vertical"`` →
+    ("flip", "vertical"), ``"none"`` → ("none", 0.0). Errors name ``--augment``."""
+    name, sep, raw = text.partition(":")
+    name, raw = name.strip(), raw.strip()
+    if name not in AUGMENTS:
+        raise ConfigError(f"--augment: unknown technique {name!r} (known: {', '.join(AUGMENTS)})")
+    if name == "none":
+        return name, 0.0
+    if name == "flip":
+        mode = raw or "horizontal"
+        if mode not in FLIP_MODES:
+            raise ConfigError(f"--augment: {text!r}: flip mode must be one of {', '.join(FLIP_MODES)}")
+        return name, mode
+    try:
+        value = float(raw) if sep else 1.0
+    except ValueError:
+        raise ConfigError(f"--augment: {text!r} needs technique:number") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise ConfigError(f"--augment: {text!r} must be finite and >= 0")
+    if name == "translation" and value > 1:
+        raise ConfigError(f"--augment: {text!r}: translation is a fraction of the image, at most 1")
+    return name, value
 
-    λ and weight decay are config fields; dropout, label smoothing and augmentation are applied by
-    :mod:`dicelab.memorization.standin` until the randomness catalog takes them over — then this is the
-    one place to change (set ``randomness.<name>`` in ``data`` instead of returning a stand-in).
+
+def variant(config: RunConfig, axis: str, value: Any, seed: int) -> RunConfig:
+    """The run config of one sweep point. ``axis="baseline"`` changes nothing but the seed.
+
+    λ and weight decay are config fields; dropout, label smoothing and augmentation are techniques of the
+    randomness catalog, set in the ``[randomness]`` table (``randomness.dropout = 0.2``; augment
+    ``input_noise:σ`` → ``randomness.input_noise = σ``, ``flip`` → ``randomness.flip = "horizontal"``,
+    ``translation:f`` → ``randomness.translation = f``). An off setting (0, ``none``) leaves the table as the
+    base config has it, so that point is the same run as the baseline.
     """
     data = json.loads(config.model_dump_json())
     data["seed"] = int(seed)
     data.setdefault("output", {})["checkpoint"] = False
     data["train"]["progress"] = False
-    standin = None
-    if axis == "baseline":
-        pass
-    elif axis == "lam":
+    if axis == "lam":
         data["memorization"]["lam"] = float(value)
     elif axis == "weight_decay":
         data["train"]["weight_decay"] = float(value)
-    else:
-        standin = axis
-    return validate(RunConfig, data, source="sweep"), standin
+    elif axis in ("dropout", "label_smoothing"):
+        if float(value):
+            data["randomness"] = {**(data.get("randomness") or {}), axis: float(value)}
+    elif axis == "augment":
+        name, setting = parse_augment(str(value))
+        if name != "none":
+            data["randomness"] = {**(data.get("randomness") or {}), name: setting}
+    elif axis != "baseline":
+        raise ConfigError(f"sweep axis: unknown {axis!r} (known: {', '.join(AXES)})")
+    return validate(RunConfig, data, source="sweep")
 
 
 def _sweep_job(payload: dict[str, Any]) -> dict[str, Any]:
     """One (setting, seed) run; top-level so that worker processes can run it."""
     warnings.filterwarnings("ignore", message="memorization: RLP heads hold")
-    from dicelab.memorization.standin import regularizer_hook
     from dicelab.seeding import SeedBank
     from dicelab.train import Trainer
+    from dicelab.train.engine import load_data_for
 
     cfg = validate(RunConfig, payload["config"], source="sweep")
-    cfg, standin = variant(cfg, payload["axis"], payload["value"], payload["seed"])
+    cfg = variant(cfg, payload["axis"], payload["value"], payload["seed"])
     seeds = SeedBank(cfg.seed)
-    trainer_hooks = []
     model = None
     t0 = time.perf_counter()
-    from dicelab.train.engine import load_data_for, resolve_device
-
     data = load_data_for(cfg)
     if payload.get("model_factory") is not None:
         model = payload["model_factory"](cfg.seed, data)
-    if standin is not None:
-        hook = regularizer_hook(standin, payload["value"], seeds, data.num_classes, resolve_device(cfg.train.device))
-        if hook is not None:
-            trainer_hooks.append(hook)
-    trainer = Trainer(cfg, trainer_hooks, data=data, model=model, seeds=seeds, quiet=True)
+    # the [randomness] and [memorization] hooks come from the config's own sections
+    trainer = Trainer(cfg, [], data=data, model=model, seeds=seeds, quiet=True)
     run_dir = Path(payload["run_dir"])
     if (run_dir / "record.json").exists():   # a rerun of an interrupted sweep: never overwrite a record
         run_dir = run_dir.with_name(run_dir.name + f"-{int(time.time())}")
@@ -312,7 +337,8 @@ def sweep(config: RunConfig, axis: str = "lam", values: Sequence[Any] | None = N
     """Train ``config`` once per (value of ``axis``, seed); return and write the table, CSVs and plots.
 
     ``axis`` is ``lam`` (default grid 0, 0.03, 0.1, 0.3, 1), ``weight_decay``, ``dropout``, ``label_smoothing``
-    or ``augment`` (``none``, ``input_noise:σ``, ``flip``, ``translation:f``). The sweep folder holds the
+    or ``augment`` (``none``, ``input_noise:σ``, ``flip[:mode]``, ``translation:f``); all but λ and weight decay
+    are randomness-catalog techniques (see :func:`variant`). The sweep folder holds the
     Optuna journal (``study.journal``), one run folder per point, ``sweep.csv`` (one row per run and tap),
     ``sweep_epochs.csv`` and ``sweep_summary.csv`` (mean ± std over seeds per setting).
     Re-running into the same folder skips the points already complete.

@@ -43,6 +43,22 @@ def heldout_split(data: DataBundle, which: str) -> Split:
     return data.test
 
 
+def _targets_match(y: torch.Tensor, labels: torch.Tensor) -> bool:
+    """Whether the batch targets ``y`` are the class ``labels`` the dataset indices give.
+
+    Hard targets must be equal. Soft targets (B, K) from an earlier hook (label smoothing,
+    ``(1−ε)·onehot + ε/K``) must put their unique largest mass on the labelled class; rows without a unique
+    maximum (ε = 1 gives uniform rows) say nothing about the class and are skipped."""
+    labels = labels.to(y.device)
+    if y.dim() == 1:
+        return torch.equal(y.to(labels.dtype), labels)
+    if y.dim() != 2 or y.shape[0] != labels.shape[0]:
+        return False
+    top2 = y.topk(min(2, y.shape[1]), dim=1).values
+    unique = top2[:, 0] > top2[:, -1] if y.shape[1] > 1 else torch.ones_like(labels, dtype=torch.bool)
+    return bool((y.argmax(1) == labels)[unique].all())
+
+
 class MemorizationHook(Hook):
     """RLP heads on a run, configured by a :class:`MemorizationConfig`.
 
@@ -124,11 +140,9 @@ class MemorizationHook(Hook):
                                "does another hook batch the data differently?")
         train_y = self.data.train.y
         if state.epoch != self._checked_epoch:
-            # once per epoch: the indices must point at this very batch (same data, same batching);
-            # soft targets (label smoothing from an earlier hook) are not compared
+            # once per epoch: the indices must point at this very batch (same data, same batching)
             self._checked_epoch = state.epoch
-            if len(plan.order) != len(train_y) or (
-                    y.dtype == torch.int64 and not torch.equal(train_y[idx.to(train_y.device)], y.to(train_y.device))):
+            if len(plan.order) != len(train_y) or not _targets_match(y, train_y[idx.to(train_y.device)]):
                 raise DicelabError("memorization: the trainer's training data differs from the hook's "
                                    "(pass data= to MemorizationHook)")
         self._idx = idx
