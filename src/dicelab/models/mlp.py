@@ -30,5 +30,11 @@ class MLP(nn.Sequential):
     def sites(self) -> dict[str, list[str]]:
         """Named attachment points: hidden activations, where dropout goes (after them), and
         connection layers (every Linear but the head)."""
-        acts = [f"act{i}" for i in range(1, len(self.widths) + 1)]
-        return {"activation": acts, "dropout": list(acts), "connect": [f"fc{i}" for i in range(1, len(self.widths) + 1)]}
+        return mlp_sites(len(self.widths))
+
+
+def mlp_sites(depth: int) -> dict[str, list[str]]:
+    """The sites of any MLP laid out as ``fc1, act1, …, fc{depth}, act{depth}, head`` (the variants in
+    :mod:`dicelab.models` share this layout)."""
+    acts = [f"act{i}" for i in range(1, depth + 1)]
+    return {"activation": acts, "dropout": list(acts), "connect": [f"fc{i}" for i in range(1, depth + 1)]}

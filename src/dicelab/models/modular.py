@@ -16,6 +16,7 @@ from torch import nn
 
 from dicelab.errors import ConfigError
 from dicelab.models.activations import make_activation
+from dicelab.models.mlp import mlp_sites
 from dicelab.models.prepruned import FrozenMaskLinear
 
 __all__ = ["ModularMLP", "modular_mlp_factory", "receptive_fields"]
@@ -72,8 +73,7 @@ class ModularMLP(nn.Sequential):
         self.widths = (width,) * depth
 
     def sites(self) -> dict[str, list[str]]:
-        acts = [f"act{i}" for i in range(1, self.depth + 1)]
-        return {"activation": acts, "dropout": list(acts), "connect": [f"fc{i}" for i in range(1, self.depth + 1)]}
+        return mlp_sites(self.depth)
 
 
 def modular_mlp_factory(input_shape, num_classes, activation="relu", n_modules=8, module_width=8, depth=2,

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from dicelab.errors import ConfigError
+from dicelab.models.mlp import mlp_sites
 
 __all__ = ["OrthoPolyActivation", "OrthoPolyMLP", "orthopoly_mlp_factory", "FAMILIES", "poly_basis"]
 
@@ -127,9 +128,7 @@ class OrthoPolyMLP(nn.Sequential):
         self.widths = tuple(widths)
 
     def sites(self) -> dict[str, list[str]]:
-        n = len(self.widths)
-        acts = [f"act{i}" for i in range(1, n + 1)]
-        return {"activation": acts, "dropout": list(acts), "connect": [f"fc{i}" for i in range(1, n + 1)]}
+        return mlp_sites(len(self.widths))
 
 
 def orthopoly_mlp_factory(input_shape, num_classes, widths=(128, 128), activation="relu", K=4, family="chebyshev",

@@ -22,6 +22,7 @@ from torch import nn
 
 from dicelab.errors import ConfigError
 from dicelab.models.activations import make_activation
+from dicelab.models.mlp import mlp_sites
 
 __all__ = ["FrozenMaskLinear", "FrozenMaskConv2d", "PrePrunedMLP", "draw_masks", "prepruned_mlp_factory"]
 
@@ -158,9 +159,7 @@ class PrePrunedMLP(nn.Sequential):
         self.widths = tuple(widths)
 
     def sites(self) -> dict[str, list[str]]:
-        n = len(self.widths)
-        acts = [f"act{i}" for i in range(1, n + 1)]
-        return {"activation": acts, "dropout": list(acts), "connect": [f"fc{i}" for i in range(1, n + 1)]}
+        return mlp_sites(len(self.widths))
 
 
 def prepruned_mlp_factory(input_shape, num_classes, widths=(128, 128), activation="relu", n_frozen=8, value="zero",
