@@ -6,7 +6,6 @@ import itertools
 
 import pytest
 import torch
-from conftest import digits, train_digits
 
 from dicelab.models import MLP, build_model
 from dicelab.symmetry import (
@@ -22,6 +21,7 @@ from dicelab.symmetry import (
     weight_matching,
 )
 from dicelab.symmetry.interp import KINDS
+from tests.symmetry._symmetry_support import digits, train_digits
 
 
 def _equal(a, b) -> bool:

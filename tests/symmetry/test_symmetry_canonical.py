@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import digits, train_digits
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dicelab.models import MLP
 from dicelab.symmetry import PermSpec, apply_group, canonicalize, dedup, random_group_element
+from tests.symmetry._symmetry_support import digits, train_digits
 
 
 def _equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:

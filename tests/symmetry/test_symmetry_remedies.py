@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import digits, train_digits
 
 from dicelab.models import build_model
 from dicelab.models.orthopoly import OrthoPolyActivation
@@ -19,6 +18,7 @@ from dicelab.symmetry import (
     random_group_element,
     weight_matching,
 )
+from tests.symmetry._symmetry_support import digits, train_digits
 
 FAMILIES = ["chebyshev", "legendre", "hermite"]
 
