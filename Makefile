@@ -27,8 +27,10 @@ test: $(VENV)/.dev
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check src tests benchmarks
 
-bench: $(VENV)/.core
+bench: $(VENV)/.core   # the quick overhead ratios; the other scripts in benchmarks/ run for minutes to an hour
 	$(PY) benchmarks/engine_overhead.py
+	$(PY) benchmarks/technique_overhead.py --quick
+	$(PY) benchmarks/rsgd_step_time.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
