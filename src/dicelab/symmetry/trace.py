@@ -598,7 +598,7 @@ def _call_function(st: _State, node: fx.Node, info: dict) -> Any:
         v = info.get(node.args[0])
         return _reshape(v, _shape(node.args[0]), _shape(node), where) if isinstance(v, _V) else None
     if fn in _ADD:
-        return _add(st, node, info, where, subtract=fn in (operator.sub, operator.isub, torch.sub))
+        return _add(st, node, info, where)
     if fn in _MUL:
         return _mul(st, node, info, where, divide=fn in (operator.truediv, torch.div))
     return _generic(st, node, info, where, fname)
@@ -617,16 +617,25 @@ def _aligned(v: _V, shape: tuple[int, ...] | None, out_nd: int) -> int:
     return v.fdim + (out_nd - len(shape)) if shape is not None else v.fdim
 
 
-def _add(st: _State, node: fx.Node, info: dict, where: str, subtract: bool) -> Any:
+def _operands(node: fx.Node, info: dict) -> tuple[list, list, int] | None:
+    """A binary op's operands: the traced tensors as (node, _V), the parameters, and the output's rank; None when
+    the output has no known shape."""
     a, b = node.args[0], node.args[1] if len(node.args) > 1 else node.kwargs.get("other")
     va = info.get(a) if isinstance(a, fx.Node) else None
     vb = info.get(b) if isinstance(b, fx.Node) else None
     out_shape = _shape(node)
     if out_shape is None:
         return None
-    nd = len(out_shape)
     tensors = [(x, v) for x, v in ((a, va), (b, vb)) if isinstance(v, _V)]
     params = [v for v in (va, vb) if isinstance(v, _Param)]
+    return tensors, params, len(out_shape)
+
+
+def _add(st: _State, node: fx.Node, info: dict, where: str) -> Any:
+    operands = _operands(node, info)
+    if operands is None:
+        return None
+    tensors, params, nd = operands
     if len(tensors) == 2:
         (xa, ta), (xb, tb) = tensors
         if ta.label is not None and tb.label is not None:
@@ -655,15 +664,10 @@ def _add(st: _State, node: fx.Node, info: dict, where: str, subtract: bool) -> A
 
 
 def _mul(st: _State, node: fx.Node, info: dict, where: str, divide: bool) -> Any:
-    a, b = node.args[0], node.args[1]
-    va = info.get(a) if isinstance(a, fx.Node) else None
-    vb = info.get(b) if isinstance(b, fx.Node) else None
-    out_shape = _shape(node)
-    if out_shape is None:
+    operands = _operands(node, info)
+    if operands is None:
         return None
-    nd = len(out_shape)
-    tensors = [(x, v) for x, v in ((a, va), (b, vb)) if isinstance(v, _V)]
-    params = [v for v in (va, vb) if isinstance(v, _Param)]
+    tensors, params, nd = operands
     if len(tensors) == 2:
         (xa, ta), (xb, tb) = tensors
         if ta.label is None and tb.label is None:
