@@ -62,6 +62,19 @@ def draw_masks(rows: int, cols: int, n_frozen: int, generator: torch.Generator) 
     return mask
 
 
+def _unit_mask(layer: str, rows: int, cols: int, n_frozen: int, value: str, mask: torch.Tensor | None,
+               generator: torch.Generator | None, structure_seed: int) -> tuple[torch.Tensor, torch.Generator | None]:
+    """The (rows, cols) bool mask of frozen inputs per unit (drawn unless given) and the generator that the
+    frozen values draw from (needed only for ``value="normal"``)."""
+    gen = _mask_generator(generator, structure_seed) if mask is None or value == "normal" else None
+    if mask is None:
+        mask = draw_masks(rows, cols, int(n_frozen), gen)
+    mask = torch.as_tensor(mask, dtype=torch.bool)
+    if mask.shape != (rows, cols):
+        raise ConfigError(f"{layer}: mask shape {tuple(mask.shape)} != {(rows, cols)}")
+    return mask, gen
+
+
 def _frozen_values(shape: Sequence[int], mask: torch.Tensor, value: str, kappa: float,
                    generator: torch.Generator) -> torch.Tensor:
     if value not in VALUES:
@@ -82,12 +95,8 @@ class FrozenMaskLinear(nn.Linear):
                  value: str = "zero", kappa: float = 1.0, mask: torch.Tensor | None = None,
                  generator: torch.Generator | None = None, structure_seed: int = 0) -> None:
         super().__init__(in_features, out_features, bias)  # the same init draws as nn.Linear
-        gen = _mask_generator(generator, structure_seed) if mask is None or value == "normal" else None
-        if mask is None:
-            mask = draw_masks(out_features, in_features, int(n_frozen), gen)
-        mask = torch.as_tensor(mask, dtype=torch.bool)
-        if mask.shape != (out_features, in_features):
-            raise ConfigError(f"FrozenMaskLinear: mask shape {tuple(mask.shape)} != {(out_features, in_features)}")
+        mask, gen = _unit_mask("FrozenMaskLinear", out_features, in_features, n_frozen, value, mask, generator,
+                               structure_seed)
         self.register_buffer("mask", mask)
         self.register_buffer("frozen", _frozen_values(mask.shape, mask, value, kappa, gen).to(self.weight.dtype))
         self.value, self.kappa = value, float(kappa)
@@ -114,12 +123,8 @@ class FrozenMaskConv2d(nn.Conv2d):
                  kappa: float = 1.0, mask: torch.Tensor | None = None, generator: torch.Generator | None = None,
                  structure_seed: int = 0) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias)
-        gen = _mask_generator(generator, structure_seed) if mask is None or value == "normal" else None
-        if mask is None:
-            mask = draw_masks(out_channels, in_channels, int(n_frozen), gen)
-        mask = torch.as_tensor(mask, dtype=torch.bool)
-        if mask.shape != (out_channels, in_channels):
-            raise ConfigError(f"FrozenMaskConv2d: mask shape {tuple(mask.shape)} != {(out_channels, in_channels)}")
+        mask, gen = _unit_mask("FrozenMaskConv2d", out_channels, in_channels, n_frozen, value, mask, generator,
+                               structure_seed)
         self.register_buffer("mask", mask)
         full = mask[:, :, None, None].expand_as(self.weight)
         self.register_buffer("frozen", _frozen_values(self.weight.shape, full, value, kappa, gen).to(self.weight.dtype))
