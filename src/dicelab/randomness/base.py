@@ -17,8 +17,6 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
-from dicelab.errors import ConfigError
-
 __all__ = ["Level", "Knob", "Technique", "Context", "UNSET"]
 
 
@@ -231,9 +229,3 @@ class Technique:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.values})"
-
-
-def require_images(name: str, x: torch.Tensor) -> None:
-    if x.dim() != 4:
-        raise ConfigError(f"randomness.{name}: needs image inputs (N, C, H, W); this dataset's inputs have "
-                          f"shape {tuple(x.shape[1:])}")
