@@ -16,6 +16,7 @@ method                    when                                         effect
 ``before_step(params,s)`` right before ``optimizer.step()``
 ``after_step(params, s)`` right after it (``state.step`` already +1)
 ``on_epoch_end(s, m)``    after evaluation                             may add entries to the metrics dict ``m``
+                                                                       (``m['stop'] = (status, reason)`` ends the run)
 ``unwrap(model)``         before saving                                returns the plain module
 ========================  ===========================================  =====================================
 """

@@ -250,6 +250,10 @@ class Trainer:
                 if self.status == "running" and val["loss"] is not None and not math.isfinite(val["loss"]):
                     self.status, self.reason = "diverged", f"non-finite validation loss at epoch {epoch}"
                 self.hooks.on_epoch_end(self.state, metrics)
+                # A hook may end the run early (a study's cut or pruner): metrics["stop"] = (status, reason).
+                stop = metrics.pop("stop", None)
+                if stop is not None and self.status == "running":
+                    self.status, self.reason = stop
                 t2 = time.perf_counter()
                 metrics.update(train_s=t1 - t0, eval_s=t2 - t1)
                 self.timings["train_s"] += t1 - t0
@@ -273,8 +277,9 @@ class Trainer:
             "val_accuracy": last.get("val_accuracy"),
         }
         if final:
-            # Test data is read once, at the end, on the final weights; a diverged model has no test score.
-            test = evaluate(self.model, self.data.test) if self.status == "completed" else {"loss": None, "accuracy": None}
+            # Test data is read once, at the end, on the final weights; a diverged model has no test score
+            # (a run a hook stopped early, e.g. a study's cut, has one: its weights are finite).
+            test = evaluate(self.model, self.data.test) if self.status != "diverged" else {"loss": None, "accuracy": None}
             summary.update(test_loss=test["loss"], test_accuracy=test["accuracy"])
         return {
             "dicelab_record": 1,
