@@ -1,0 +1,1 @@
+"""The randomness study (spec 02): search space, PSO sampler, workers on shared storage, analysis, report."""
