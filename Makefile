@@ -18,8 +18,12 @@ $(VENV)/.dev: $(VENV)/bin/python pyproject.toml
 	$(PIP) install --quiet -e ".[dev]"
 	touch $(VENV)/.core $@
 
+# The main job: a quick PSO study on the bundled digits (2 workers), its analysis with re-runs on 5 fresh
+# seeds, and the HTML report. Running it again resumes the stored study instead of starting over.
 demo: $(VENV)/.core
-	$(PY) -m dicelab.cli train examples/digits_mlp.toml --quiet
+	$(PY) -m dicelab.cli study run examples/quick_digits.toml --workers 2
+	$(PY) -m dicelab.cli study analyze --study digits-quick --seeds 5 --workers 2
+	$(PY) -m dicelab.cli study report --study digits-quick
 
 test: $(VENV)/.dev
 	$(PY) -m pytest -q --durations=15

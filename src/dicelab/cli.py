@@ -136,6 +136,7 @@ app.command("techniques", epilog=_TECHNIQUES_EPILOG)(techniques_command)
 # (each module defines `app = typer.Typer(...)`; keep this list sorted)
 _SUBCOMMANDS: list[tuple[str, str]] = [("bench", "dicelab.optim.cli"),
                                        ("memorization", "dicelab.memorization.cli"),
+                                       ("study", "dicelab.study.cli"),
                                        ("symmetry", "dicelab.symmetry.cli"),
                                        ("theory", "dicelab.theory.cli")]
 
