@@ -262,3 +262,40 @@ def test_empty_and_degenerate_inputs_do_not_crash(tmp_path):
     assert plots.fitness_over_trials(flat.table).png is not None
     assert plots.fitness_histogram(flat.table).png is None
     assert plots.strength_scatter(flat.table, flat.importance).png is None
+
+
+# -- check 13 on a real study ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def real_report(tmp_path_factory):
+    """A real 30-trial PSO study on digits (3 epochs), analysed with 2-seed re-runs, then reported."""
+    from dicelab.study.analyze import analyze
+    from dicelab.study.config import load_study_config
+    from dicelab.study.runner import run_study
+
+    root = tmp_path_factory.mktemp("real")
+    cfg = load_study_config("examples/quick_digits.toml", [
+        "study.n_trials=30", "study.pso.n_particles=6", "task.train.epochs=3", f"study.runs_dir={root / 'runs'}"])
+    url = f"journal:{root / 'study.journal'}"
+    run_study(cfg, url, quiet=True)
+    analysis = analyze(url, cfg.study.name, out_dir=root / "analysis", seeds=2)
+    path = write_report(analysis, root / "report.html")
+    return analysis, path, path.read_text(encoding="utf-8")
+
+
+def test_real_study_report_is_self_contained_and_opens_in_chromium(real_report, tmp_path):
+    analysis, path, html = real_report
+    assert analysis.header["trials_by_state"].get("COMPLETE") == 30
+    srcs = img_sources(html)
+    assert len(srcs) >= 4 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert not re.search(r"\b(src|href)\s*=\s*[\"']?\s*(https?:)?//", html, re.I)
+    for text in ("digits-quick", "tuning_only", "default"):
+        assert text in html, text
+    if find_chromium() is None:
+        pytest.skip("Chromium not installed (apt-get install chromium): static checks done, browser check skipped")
+    with Chromium(find_chromium()) as browser:
+        visit = browser.visit(path)
+    assert visit.console_errors == [] and visit.requests == []
+    assert visit.images_total == len(srcs) == visit.images_decoded
+    shot = tmp_path / "real_report.png"
+    shot.write_bytes(visit.screenshot)
+    assert png_size(visit.screenshot)[1] > 2000
