@@ -134,12 +134,12 @@ def test_study_file_validates_and_names_fields(tmp_path):
 def test_config_hash_ignores_runtime_knobs_and_names_the_first_difference():
     a = load_study_config("examples/quick_digits.toml")
     b = load_study_config("examples/quick_digits.toml", ["study.n_trials=999", "study.timeout_s=5"])
-    c = load_study_config("examples/quick_digits.toml", ["task.train.lr=0.1"])
+    c = load_study_config("examples/quick_digits.toml", ["task.train.lr=0.2"])
     assert config_hash(a) == config_hash(b) != config_hash(c)
     import json
 
     diff = first_difference(json.loads(a.to_json()), json.loads(c.to_json()))
-    assert diff.startswith("task.train.lr (stored 0.05, now 0.1)")
+    assert diff.startswith("task.train.lr (stored 0.1, now 0.2)")
     # -inf (the default diverged value) survives the JSON round trip through storage
     from dicelab.study.config import StudyConfig
 
