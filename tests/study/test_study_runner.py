@@ -135,3 +135,23 @@ def test_cli_run_status_export_and_bad_input(tmp_path, run_cli, monkeypatch):
     assert code == 2 and "nosuch://x" in err
     code, _, err = run_cli("study", "run", str(tmp_path / "missing.toml"))
     assert code == 2 and "missing.toml: config file not found" in err
+
+
+@pytest.mark.parametrize("pruner, seeds", [("median", 1), ("wilcoxon", 5)])
+def test_pruners_stop_trials_and_pruned_trials_count_for_the_budget(tmp_path, pruner, seeds):
+    cfg = load_study_config(data={
+        "study": {"name": "p", "sampler": "random-sparse", "n_trials": 12, "seed": 1, "runs_dir": str(tmp_path / "r")},
+        "task": {**TASK, "train": {**TASK["train"], "epochs": 4}},
+        "fitness": {"pruner": pruner, "seeds": seeds, "cut_threshold": None}})
+    url = f"journal:{tmp_path / 'p.journal'}"
+    run_study(cfg, url, quiet=True)
+    study, _, _ = load_study(url, "p")
+    assert type(study.pruner).__name__ == {"median": "MedianPruner", "wilcoxon": "WilcoxonPruner"}[pruner]
+    trials = study.get_trials()
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert pruned, "a random-sparse search over all 22 techniques has trials far below the median"
+    assert all(t.user_attrs["status"] == "pruned" and t.user_attrs["reason"].startswith("pruned") for t in pruned)
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 12
+    if pruner == "wilcoxon":       # pruned seed by seed: fewer than 5 runs recorded (with 3 seeds it never can:
+        # the smallest one-sided signed-rank p of 3 pairs is 1/8 > 0.1)
+        assert all(len(t.user_attrs["value_seeds"]) < 5 for t in pruned)

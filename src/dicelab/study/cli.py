@@ -24,6 +24,22 @@ StorageOpt = Annotated[str | None, typer.Option("--storage", help="Storage URL: 
 StudyOpt = Annotated[str, typer.Option("--study", help="Study name.")]
 
 
+def _set_journal_lock(value: str | None) -> str | None:
+    # An environment variable, so that spawned worker processes open the journal with the same lock.
+    if value is not None:
+        if value not in ("symlink", "open"):
+            raise typer.BadParameter(f"{value!r} is not one of symlink, open")
+        import os
+
+        os.environ["DICELAB_JOURNAL_LOCK"] = value
+    return value
+
+
+JournalLockOpt = Annotated[str | None, typer.Option(
+    "--journal-lock", callback=_set_journal_lock,
+    help="Journal file lock: symlink (default) or open (for network filesystems).")]
+
+
 def _console():
     from rich.console import Console
 
@@ -54,6 +70,7 @@ def run(
     timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds after which no trial starts.")] = None,
     overrides: Annotated[list[str] | None, typer.Option("--set", help="Override a field: section.key=value.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    journal_lock: JournalLockOpt = None,
 ) -> None:
     """Create (or resume) a study and run workers until its budget is spent."""
     from dicelab.study.config import load_study_config
@@ -65,7 +82,7 @@ def run(
     run_study(cfg, url, workers=workers, n_trials=n_trials, timeout_s=timeout, quiet=quiet)
     _print_status(study_status(url, cfg.study.name))
     typer.echo(f"storage: {storage_label(url)}")
-    typer.echo(f"next: dicelab study analyze --storage {url} --study {cfg.study.name}")
+    typer.echo(f"next: dicelab study analyze --storage {storage_label(url)} --study {cfg.study.name}")
 
 
 @app.command("worker", epilog=(
@@ -77,6 +94,7 @@ def worker(
     study: StudyOpt,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes on this machine.")] = 1,
     n_trials: Annotated[int | None, typer.Option("--n-trials", min=1, help="At most this many trials per worker.")] = None,
+    journal_lock: JournalLockOpt = None,
 ) -> None:
     """Join a stored study as a worker (the config is read from storage)."""
     from dicelab.study.runner import _worker_process, run_worker

@@ -27,6 +27,7 @@ import socket
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,7 @@ from dicelab.study.space import SearchSpace
 from dicelab.study.storage import open_storage, storage_label
 from dicelab.train.record import clean_floats, library_versions, utc_now, write_json_atomic
 
-__all__ = ["create_study", "load_study", "run_study", "run_worker", "WorkerReport", "study_status",
+__all__ = ["create_study", "load_study", "make_pruner", "run_study", "run_worker", "WorkerReport", "study_status",
            "reap_stale", "trial_record_path"]
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -127,7 +128,23 @@ def load_study(storage: str | optuna.storages.BaseStorage, study_name: str, *,
         return probe, cfg, space
     sampler = make_sampler(cfg.study.sampler, space, seed=cfg.study.seed,
                            pso_options=cfg.study.pso.model_dump(), n_trials=attrs.get(BUDGET_ATTR))
-    return optuna.load_study(study_name=study_name, storage=store, sampler=sampler), cfg, space
+    return optuna.load_study(study_name=study_name, storage=store, sampler=sampler,
+                             pruner=make_pruner(cfg)), cfg, space
+
+
+def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
+    """``fitness.pruner``: median and hyperband see validation accuracy per epoch (first seed); wilcoxon
+    compares a trial's per-seed values with the best trial's on the same (common) seeds."""
+    name = cfg.fitness.pruner
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=cfg.task.train.epochs)
+    if name == "wilcoxon":
+        with warnings.catch_warnings():      # "experimental" in Optuna 5: the user chose it by name
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.pruners.WilcoxonPruner(p_threshold=0.1)
+    return optuna.pruners.NopPruner()
 
 
 def trial_record_path(cfg: StudyConfig, number: int) -> Path:

@@ -25,6 +25,7 @@ attribute, which works the same on every scheme (journal files have no RDB heart
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import time
 import warnings
@@ -112,15 +113,18 @@ def storage_kind(url: str) -> str:
     raise _bad_url(url, "unsupported scheme")
 
 
-def open_storage(url: str, *, journal_lock: JournalLock = "symlink") -> BaseStorage:
+def open_storage(url: str, *, journal_lock: JournalLock | None = None) -> BaseStorage:
     """Open (creating when needed) the storage that ``url`` names.
 
     ``journal_lock`` picks the journal file lock: ``symlink`` (default, any POSIX filesystem) or ``open``
     (``O_EXCL`` lock file, for network filesystems where symlinks are not atomic). A malformed URL or an
     unsupported scheme raises :class:`ConfigError` naming the URL and the accepted schemes; a missing
     database driver raises :class:`ConfigError` with the install command; a server or file that cannot be
-    opened raises :class:`DicelabError` naming the URL (password hidden).
+    opened raises :class:`DicelabError` naming the URL (password hidden). ``journal_lock=None`` reads
+    ``$DICELAB_JOURNAL_LOCK`` (set by ``--journal-lock``, so spawned workers inherit it), else ``symlink``.
     """
+    if journal_lock is None:
+        journal_lock = os.environ.get("DICELAB_JOURNAL_LOCK", "symlink")
     if journal_lock not in ("symlink", "open"):
         raise ConfigError(f"journal_lock: {journal_lock!r} is not one of 'symlink', 'open'")
     text = str(url).strip()
