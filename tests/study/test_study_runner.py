@@ -155,3 +155,33 @@ def test_pruners_stop_trials_and_pruned_trials_count_for_the_budget(tmp_path, pr
     if pruner == "wilcoxon":       # pruned seed by seed: fewer than 5 runs recorded (with 3 seeds it never can:
         # the smallest one-sided signed-rank p of 3 pairs is 1/8 > 0.1)
         assert all(len(t.user_attrs["value_seeds"]) < 5 for t in pruned)
+
+
+def test_test_accuracy_never_steers_the_search(tmp_path, monkeypatch):
+    """Check 10 through the runner: a one-worker PSO study on digits, run twice, the second time with every
+    stored test accuracy replaced by random numbers, gives bit-identical positions, values and best trial."""
+    import random
+
+    def run(tag: str) -> optuna.Study:
+        cfg = _config(tmp_path, name=tag, n_trials=10)
+        url = f"journal:{tmp_path / f'{tag}.journal'}"
+        run_study(cfg, url, quiet=True)
+        return load_study(url, tag)[0]
+
+    clean = run("clean")
+    real = runner_mod.evaluate_config
+    noise = random.Random(0)
+
+    def scrambled(*args, **kwargs):
+        out = real(*args, **kwargs)
+        out.test_accuracies = [noise.random() for _ in out.test_accuracies]
+        return out
+
+    monkeypatch.setattr(runner_mod, "evaluate_config", scrambled)
+    noisy = run("noisy")
+    a, b = clean.get_trials(), noisy.get_trials()
+    assert [t.user_attrs["test_accuracy"] for t in a] != [t.user_attrs["test_accuracy"] for t in b]
+    assert [t.value for t in a] == [t.value for t in b]
+    assert [t.params for t in a] == [t.params for t in b]
+    assert [t.system_attrs["pso:x"] for t in a] == [t.system_attrs["pso:x"] for t in b]
+    assert clean.best_trial.number == noisy.best_trial.number
