@@ -392,7 +392,7 @@ def run_study(cfg: StudyConfig, storage: str | None = None, *, workers: int = 1,
               timeout_s: float | None = None, quiet: bool = False, objective: str | None = None) -> optuna.Study:
     """Create (or resume) ``cfg``'s study and run ``workers`` local workers until its budget is spent.
 
-    One worker runs in this process; more run as spawned processes with ``cores // workers`` threads each.
+    One worker runs in this process, the others as spawned processes; each gets ``cores // workers`` threads.
     The same command resumes an interrupted study."""
     url = storage or cfg.storage_url()
     if not isinstance(url, str):
@@ -408,27 +408,45 @@ def run_study(cfg: StudyConfig, storage: str | None = None, *, workers: int = 1,
         return study
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = multiprocessing.get_context("spawn")
+    # workers - 1 spawned processes, and one worker here: it starts at once (torch is already imported)
+    # while the others import theirs, which is most of a short study's start-up time.
     procs = [ctx.Process(target=_worker_process, args=(url, name, threads, timeout), name=f"dicelab-worker-{i}")
-             for i in range(workers)]
+             for i in range(1, workers)]
+    import torch
+
+    own_threads = torch.get_num_threads()
+    error: DicelabError | None = None
     with progress:
         for p in procs:
             p.start()
+        torch.set_num_threads(threads)
         try:
-            while any(p.is_alive() for p in procs):
-                progress.refresh()
-                time.sleep(0.5)
-        except KeyboardInterrupt:
+            run_worker(url, name, timeout_s=timeout, on_trial=lambda _r: progress.refresh())
+        except DicelabError as exc:          # this worker gave up; the others go on
+            error = exc
+        except BaseException:
             for p in procs:
                 p.terminate()
             raise
         finally:
-            for p in procs:
-                p.join()
+            torch.set_num_threads(own_threads)
+            try:
+                while any(p.is_alive() for p in procs):
+                    progress.refresh()
+                    time.sleep(0.5)
+            except KeyboardInterrupt:
+                for p in procs:
+                    p.terminate()
+                raise
+            finally:
+                for p in procs:
+                    p.join()
         progress.refresh()
-    bad = [p.exitcode for p in procs if p.exitcode not in (0, None)]
+    bad = [p.exitcode for p in procs if p.exitcode not in (0, None)] + ([1] if error is not None else [])
     if bad and _finished(study.get_trials(deepcopy=False)) < budget:
         raise DicelabError(f"study {name!r}: {len(bad)} of {workers} workers stopped with an error "
-                           f"(exit codes {bad}); finished {_finished(study.get_trials(deepcopy=False))} of {budget}")
+                           f"(exit codes {bad}); finished {_finished(study.get_trials(deepcopy=False))} of {budget}"
+                           + (f"; here: {error}" if error is not None else ""))
     return study
 
 
