@@ -130,7 +130,7 @@ def _task_optimizer(attrs: Mapping[str, Any]) -> str | None:
     except (TypeError, ValueError):
         return None
     task = config.get("task") or {}
-    for table in (task.get("randomness") or {}, task):
+    for table in (task.get("randomness") or {}, task, task.get("train") or {}):
         value = table.get("optimizer")
         if isinstance(value, Mapping):
             value = value.get("name")

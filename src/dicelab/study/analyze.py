@@ -28,7 +28,7 @@ def default_analysis_dir(study_name: str, runs_dir: str | Path = "runs") -> Path
     return Path(runs_dir) / study_name.replace("/", "_") / "analysis"
 
 
-def best_table(study: optuna.Study, space: SearchSpace, table: pd.DataFrame) -> pd.DataFrame | None:
+def best_table(space: SearchSpace, table: pd.DataFrame) -> pd.DataFrame | None:
     """The best trial's configuration: technique, level, value (decoded), off value."""
     done = table[(table["state"] == "COMPLETE") & table["value"].map(lambda v: v is not None and math.isfinite(v))]
     if done.empty:
@@ -79,7 +79,7 @@ def analyze(storage: str | optuna.storages.BaseStorage, study_name: str, *, out_
     corr = correlations(rows, by="optimizer", min_n=min_n, n_classes=n_classes, epochs=None)
     space = SearchSpace.from_json(attrs["dicelab:space"]) if attrs.get("dicelab:space") else None
     imp = importance(rows, by="optimizer", bootstrap=bootstrap, space=space, epochs=None, min_n=min_n)
-    best = best_table(study, space, rows) if space is not None else None
+    best = best_table(space, rows) if space is not None else None
     bvd = abl = None
     runnable = attrs.get("dicelab:source") == "run" and not attrs.get(OBJECTIVE_ATTR)
     if rerun and runnable and best is not None:

@@ -61,7 +61,7 @@ def trial_run_config(cfg: StudyConfig, randomness: RandomnessConfig, *, seed: in
     data["seed"] = int(seed)
     data["randomness"] = RandomnessConfig.from_flat(flat).model_dump(mode="json", exclude_unset=True)
     data["train"]["progress"] = False
-    if "shuffle" in cfg.space().names:
+    if cfg.search.techniques == "all" or "shuffle" in cfg.search.techniques:
         data["train"]["shuffle"] = False
     if epochs is not None:
         data["train"]["epochs"] = int(epochs)
@@ -137,9 +137,7 @@ def run_seeds(cfg: StudyConfig, randomness: RandomnessConfig, seeds: list[int], 
         if train_fn is not None:
             record = train_fn(run_cfg, data)
         else:
-            bundle = data
-            if full_train or bundle is None:
-                bundle = None            # a different split: load it for this config
+            bundle = None if full_train else data        # full_train is another split: load it for this config
             threshold = cut_threshold(cfg, n_classes or 10) if cut else None
             trainer = Trainer(run_cfg, [_EpochWatch(threshold,
                                                     trial, pruner_per_epoch and j == 0)],

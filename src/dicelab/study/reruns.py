@@ -45,7 +45,7 @@ def best_config(study: optuna.Study, space: SearchSpace) -> RandomnessConfig:
     return space.config(best_trial(study).params)
 
 
-def _switch_off(space: SearchSpace, config: RandomnessConfig, names: Iterable[str]) -> RandomnessConfig:
+def _switch_off(config: RandomnessConfig, names: Iterable[str]) -> RandomnessConfig:
     names = set(names)
     flat = {k: v for k, v in config.flat().items() if k.partition(".")[0] not in names}
     return RandomnessConfig.from_flat(flat)
@@ -53,7 +53,7 @@ def _switch_off(space: SearchSpace, config: RandomnessConfig, names: Iterable[st
 
 def tuning_only(space: SearchSpace, config: RandomnessConfig) -> RandomnessConfig:
     """``config`` with every optional technique off: what plain tuning of the always-searched knobs gives."""
-    return _switch_off(space, config, [d.technique for d in space.dims if d.optional])
+    return _switch_off(config, [d.technique for d in space.dims if d.optional])
 
 
 def default_config(cfg: StudyConfig) -> RandomnessConfig:
@@ -74,11 +74,11 @@ def ablation_arms(space: SearchSpace, config: RandomnessConfig) -> dict[str, Ran
             continue                 # a knob without an off value (optimizer, lr, batch size) cannot be ablated
         if config.is_on(d.technique):
             on.append(d.technique)
-    arms = {f"off:{name}": _switch_off(space, config, [name]) for name in on}
+    arms = {f"off:{name}": _switch_off(config, [name]) for name in on}
     for level in LEVELS:
         members = [n for n in on if str(technique(n).level) == level]
         if members:
-            arms[f"level:{level}"] = _switch_off(space, config, members)
+            arms[f"level:{level}"] = _switch_off(config, members)
     return arms
 
 

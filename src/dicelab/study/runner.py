@@ -370,7 +370,7 @@ def _retry(study: optuna.Study, trial: optuna.Trial, cfg: StudyConfig) -> None:
     """Re-enqueue a failed trial's parameters (a non-swarm trial) up to ``study.retry_failed`` times."""
     if cfg.study.retry_failed <= 0:
         return
-    root = trial.user_attrs.get("retry_of", trial.number) if hasattr(trial, "user_attrs") else trial.number
+    root = trial.user_attrs.get("retry_of", trial.number)
     done = sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get("retry_of") == root)
     if done < cfg.study.retry_failed:
         study.enqueue_trial(trial.params, user_attrs={"retry_of": root}, skip_if_exists=False)
