@@ -27,10 +27,11 @@ import pandas as pd
 
 from dicelab.study import analysis as analysis_module
 from dicelab.study.analysis import correlations, importance, summarize, trials_table
-from dicelab.study.paper_logs import import_paper_logs, read_paper_logs
+from dicelab.study.paper_logs import find_reference_data, import_paper_logs, read_paper_logs
 from dicelab.study.storage import open_storage
 
-DEFAULT_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "rolling_dice_configs.csv.gz"
+DEFAULT_CSV = (find_reference_data(Path(__file__).resolve()) or Path(__file__).resolve().parents[2] / "shared" / "data") \
+    / "rolling_dice_configs.csv.gz"
 TARGET_S = 300.0
 
 

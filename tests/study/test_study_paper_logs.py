@@ -16,6 +16,7 @@ from dicelab.errors import ConfigError, DatasetError
 from dicelab.study.analysis import correlations, importance, summarize, trials_table
 from dicelab.study.paper_logs import (
     DEMO_FILE,
+    find_reference_data,
     import_paper_logs,
     paper_final_runs,
     paper_space,
@@ -24,7 +25,7 @@ from dicelab.study.paper_logs import (
 from dicelab.study.space import PAPER_COLUMNS
 from dicelab.study.storage import open_storage
 
-DATA = Path(__file__).parents[3] / "shared" / "data"
+DATA = find_reference_data(Path(__file__).resolve()) or Path(__file__).resolve().parents[3] / "shared" / "data"
 CSV = DATA / "rolling_dice_configs.csv.gz"
 SPEARMAN = DATA / "rolling_dice_spearman.csv"
 

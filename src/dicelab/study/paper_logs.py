@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import os
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +30,7 @@ from dicelab.errors import ConfigError, DatasetError
 from dicelab.study.space import PAPER_COLUMNS, PAPER_WIDENED_BOUNDS, SearchSpace, paper_strengths
 
 __all__ = [
+    "find_reference_data",
     "DEMO_FILE",
     "OPTIMIZER_NAMES",
     "PAPER_SOURCE",
@@ -57,6 +59,23 @@ _REQUIRED = (*_META_COLUMNS, *PAPER_COLUMNS, *_ACCURACY_COLUMNS)
 _DEFAULT_OFF = {"shuffle": 0.0, "flip": 1.0, "weight_init_std": 0.05, "lr_exponent": 3.0,
                 "weight_noise_exponent": 6.0}
 _DEFAULT_BATCHES = (128.0, 32.0)
+
+
+REFERENCE_CSV = "rolling_dice_configs.csv.gz"
+
+
+def find_reference_data(start: str | Path | None = None) -> Path | None:
+    """The folder holding the reference logs, or None: ``$DICELAB_REFERENCE_DATA``, else ``shared/data`` beside
+    an ancestor of ``start`` (default: this package's checkout, then the working directory), as in the
+    project's layout (``../shared/data`` next to the repository)."""
+    env = os.environ.get("DICELAB_REFERENCE_DATA")
+    candidates = [Path(env).expanduser()] if env else []
+    for origin in [Path(start)] if start is not None else [Path(__file__).resolve(), Path.cwd().resolve()]:
+        candidates += [parent / "shared" / "data" for parent in origin.parents]
+    for folder in candidates:
+        if (folder / REFERENCE_CSV).is_file():
+            return folder
+    return None
 
 
 def paper_space() -> SearchSpace:
