@@ -144,3 +144,12 @@ def test_config_hash_ignores_runtime_knobs_and_names_the_first_difference():
     from dicelab.study.config import StudyConfig
 
     assert StudyConfig.model_validate_json(a.to_json()).fitness.diverged_value == -math.inf
+
+
+def test_package_exports_resolve():
+    import dicelab.study as study
+
+    for name in study.__all__:
+        assert getattr(study, name).__name__ == name
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        study.nope  # noqa: B018
