@@ -107,7 +107,7 @@ def synthetic_analysis(n_trials: int = 30, seed: int = 0, *, failures: bool = Tr
          "diff_test": -0.049, "p_wilcoxon": 0.0625}])
     config = {"study": {"name": "digits-report", "sampler": "pso", "n_trials": n_trials},
               "task": {"dataset": "digits", "model": {"name": "mlp"}, "train": {"epochs": 20}}}
-    # The keys of dicelab.study.analyze's header.
+    # The keys of dicelab.study.analyze_study's header.
     header = {"study": "digits-report <test>", "task": "digits / mlp, 20 epochs", "sampler": "pso",
               "budget": n_trials, "trials": n_trials, "trials_by_state": table["state"].value_counts().to_dict(),
               "wall_time_s": 61.34, "seed": seed, "source": "run", "dicelab_version": "0.1.0",
@@ -268,7 +268,7 @@ def test_empty_and_degenerate_inputs_do_not_crash(tmp_path):
 @pytest.fixture(scope="module")
 def real_report(tmp_path_factory):
     """A real 30-trial PSO study on digits (3 epochs), analysed with 2-seed re-runs, then reported."""
-    from dicelab.study.analyze import analyze
+    from dicelab.study.analyze_study import analyze
     from dicelab.study.config import load_study_config
     from dicelab.study.runner import run_study
 

@@ -12,7 +12,7 @@ from importlib import import_module
 
 _WHERE = {
     "Analysis": "analysis", "correlations": "analysis", "importance": "analysis", "summarize": "analysis",
-    "trials_table": "analysis", "analyze": "analyze", "StudyConfig": "config", "load_study_config": "config",
+    "trials_table": "analysis", "analyze": "analyze_study", "StudyConfig": "config", "load_study_config": "config",
     "import_paper_logs": "paper_logs", "read_paper_logs": "paper_logs", "PSOSampler": "pso",
     "write_report": "report", "create_study": "runner", "load_study": "runner", "run_study": "runner",
     "run_worker": "runner", "make_sampler": "samplers", "SearchSpace": "space", "open_storage": "storage",

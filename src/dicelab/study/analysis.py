@@ -589,14 +589,14 @@ class Analysis:
 # =====================================================================================================
 # Lead's section: best_vs_default, ablation and analyze() go below this line (spec 02 §6).
 # =====================================================================================================
-# The re-run tables live in dicelab.study.reruns and analyze() in dicelab.study.analyze (it imports this
+# The re-run tables live in dicelab.study.reruns and analyze() in dicelab.study.analyze_study (it imports this
 # module); both are reachable from here, the module spec 02 §6 names.
 from dicelab.study.reruns import ablation, best_vs_default  # noqa: E402
 
 
 def analyze(storage, study_name: str, **kwargs) -> Analysis:
-    """See :func:`dicelab.study.analyze.analyze`."""
-    from dicelab.study.analyze import analyze as _analyze
+    """See :func:`dicelab.study.analyze_study.analyze`."""
+    from dicelab.study.analyze_study import analyze as _analyze
 
     return _analyze(storage, study_name, **kwargs)
 

@@ -197,7 +197,7 @@ def analyze_cmd(
     bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Importance intervals from B resamples.")] = 0,
 ) -> None:
     """Correlations, importance, best vs default and ablation; tables printed and written to CSV/Parquet."""
-    from dicelab.study.analyze import analyze, print_analysis
+    from dicelab.study.analyze_study import analyze, print_analysis
 
     url = _storage_for(storage, study)
     result = analyze(url, study, out_dir=out, rerun=rerun, seeds=seeds, workers=workers,
@@ -217,7 +217,7 @@ def report(
 ) -> None:
     """One self-contained HTML file with the study's plots and tables (analysis runs first if missing)."""
     from dicelab.study.analysis import Analysis
-    from dicelab.study.analyze import analyze, default_analysis_dir
+    from dicelab.study.analyze_study import analyze, default_analysis_dir
     from dicelab.study.report import write_report
 
     folder = analysis_dir or default_analysis_dir(study)
