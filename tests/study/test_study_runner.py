@@ -185,3 +185,17 @@ def test_test_accuracy_never_steers_the_search(tmp_path, monkeypatch):
     assert [t.params for t in a] == [t.params for t in b]
     assert [t.system_attrs["pso:x"] for t in a] == [t.system_attrs["pso:x"] for t in b]
     assert clean.best_trial.number == noisy.best_trial.number
+
+
+def test_cli_worker_runs_n_local_workers_each_capped_by_n_trials(tmp_path, run_cli):
+    cfg = load_study_config(data={
+        "study": {"name": "w", "sampler": "random-sparse", "n_trials": 10, "runs_dir": str(tmp_path / "r")},
+        "task": {**TASK, "model": {"name": "mlp", "widths": [16]}, "train": {"epochs": 2, "threads": 1}}})
+    url = f"journal:{tmp_path / 'w.journal'}"
+    create_study(cfg, url)
+    code, out, err = run_cli("study", "worker", "--storage", url, "--study", "w", "--workers", "2", "--n-trials", "2")
+    assert code == 0, err
+    assert "2 complete" in out and "(and 1 spawned workers)" in out
+    trials = load_study(url, "w")[0].get_trials()
+    workers = [t.user_attrs["worker"] for t in trials if t.state == TrialState.COMPLETE]
+    assert len(workers) == 4 and sorted(workers.count(w) for w in set(workers)) == [2, 2]

@@ -97,26 +97,12 @@ def worker(
     journal_lock: JournalLockOpt = None,
 ) -> None:
     """Join a stored study as a worker (the config is read from storage)."""
-    from dicelab.study.runner import _worker_process, run_worker
+    from dicelab.study.runner import run_workers
 
-    if workers == 1:
-        report = run_worker(storage, study, max_trials=n_trials)
-        typer.echo(f"worker {report.worker}: {report.completed} complete, {report.pruned} pruned, "
-                   f"{report.failed} failed; stopped: {report.stopped}")
-        return
-    import multiprocessing
-    import os
-
-    ctx = multiprocessing.get_context("spawn")
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    procs = [ctx.Process(target=_worker_process, args=(storage, study, threads, None)) for _ in range(workers)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join()
-    bad = [p.exitcode for p in procs if p.exitcode]
-    if bad:
-        raise typer.Exit(1)
+    report = run_workers(storage, study, workers=workers, max_trials=n_trials)
+    typer.echo(f"worker {report.worker}: {report.completed} complete, {report.pruned} pruned, "
+               f"{report.failed} failed; stopped: {report.stopped}"
+               + (f" (and {workers - 1} spawned workers)" if workers > 1 else ""))
 
 
 def _print_status(rows: list[dict]) -> None:

@@ -44,7 +44,7 @@ from dicelab.study.space import SearchSpace
 from dicelab.study.storage import open_storage, storage_label
 from dicelab.train.record import clean_floats, library_versions, utc_now, write_json_atomic
 
-__all__ = ["create_study", "load_study", "make_pruner", "run_study", "run_worker", "WorkerReport", "study_status",
+__all__ = ["create_study", "load_study", "make_pruner", "run_study", "run_worker", "run_workers", "WorkerReport", "study_status",
            "reap_stale", "trial_record_path"]
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -377,76 +377,89 @@ def _retry(study: optuna.Study, trial: optuna.Trial, cfg: StudyConfig) -> None:
 
 
 # -- N local workers ----------------------------------------------------------------------------------
-def _worker_process(storage_url: str, study_name: str, threads: int, timeout_s: float | None) -> None:
+def _worker_process(storage_url: str, study_name: str, threads: int, timeout_s: float | None,
+                    max_trials: int | None = None) -> None:
     import torch
 
     torch.set_num_threads(threads)
     try:
-        run_worker(storage_url, study_name, timeout_s=timeout_s)
+        run_worker(storage_url, study_name, timeout_s=timeout_s, max_trials=max_trials)
     except DicelabError as exc:
         print(f"error: {exc}", flush=True)
         raise SystemExit(exc.exit_code) from None
 
 
-def run_study(cfg: StudyConfig, storage: str | None = None, *, workers: int = 1, n_trials: int | None = None,
-              timeout_s: float | None = None, quiet: bool = False, objective: str | None = None) -> optuna.Study:
-    """Create (or resume) ``cfg``'s study and run ``workers`` local workers until its budget is spent.
+def run_workers(storage_url: str, study_name: str, *, workers: int = 1, timeout_s: float | None = None,
+                max_trials: int | None = None, refresh: Callable[[], None] = lambda: None) -> WorkerReport:
+    """Run ``workers`` workers of a stored study on this machine and wait for them all.
 
-    One worker runs in this process, the others as spawned processes; each gets ``cores // workers`` threads.
-    The same command resumes an interrupted study."""
-    url = storage or cfg.storage_url()
-    if not isinstance(url, str):
-        raise ConfigError("run_study needs a storage URL (workers open their own connection)")
-    study = create_study(cfg, url, n_trials=n_trials, objective=objective)
-    name = cfg.study.name
-    budget = int(study.user_attrs[BUDGET_ATTR])
-    timeout = timeout_s if timeout_s is not None else cfg.study.timeout_s
-    progress = _Progress(study, budget, quiet, name)
-    if workers <= 1:
-        with progress:
-            run_worker(url, name, timeout_s=timeout, on_trial=lambda _r: progress.refresh())
-        return study
+    One worker runs in this process: it starts at once (torch is already imported) while the others, spawned
+    processes, import theirs, which is most of a short study's start-up time. Each worker gets
+    ``cores // workers`` threads and at most ``max_trials`` trials. ``refresh`` is called as trials finish
+    (a progress display). Returns this process's worker report; a failed worker is an error only if the
+    budget was not reached."""
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = multiprocessing.get_context("spawn")
-    # workers - 1 spawned processes, and one worker here: it starts at once (torch is already imported)
-    # while the others import theirs, which is most of a short study's start-up time.
-    procs = [ctx.Process(target=_worker_process, args=(url, name, threads, timeout), name=f"dicelab-worker-{i}")
-             for i in range(1, workers)]
+    procs = [ctx.Process(target=_worker_process, args=(storage_url, study_name, threads, timeout_s, max_trials),
+                         name=f"dicelab-worker-{i}") for i in range(1, workers)]
     import torch
 
     own_threads = torch.get_num_threads()
     error: DicelabError | None = None
-    with progress:
-        for p in procs:
-            p.start()
+    report = WorkerReport(worker=_this_worker())
+    for p in procs:
+        p.start()
+    if procs:
         torch.set_num_threads(threads)
+    try:
+        report = run_worker(storage_url, study_name, timeout_s=timeout_s, max_trials=max_trials,
+                            on_trial=lambda _r: refresh())
+    except DicelabError as exc:          # this worker gave up; the others go on
+        if not procs:
+            raise
+        error = exc
+    except BaseException:
+        for p in procs:
+            p.terminate()
+        raise
+    finally:
+        torch.set_num_threads(own_threads)
         try:
-            run_worker(url, name, timeout_s=timeout, on_trial=lambda _r: progress.refresh())
-        except DicelabError as exc:          # this worker gave up; the others go on
-            error = exc
-        except BaseException:
+            while any(p.is_alive() for p in procs):
+                refresh()
+                time.sleep(0.5)
+        except KeyboardInterrupt:
             for p in procs:
                 p.terminate()
             raise
         finally:
-            torch.set_num_threads(own_threads)
-            try:
-                while any(p.is_alive() for p in procs):
-                    progress.refresh()
-                    time.sleep(0.5)
-            except KeyboardInterrupt:
-                for p in procs:
-                    p.terminate()
-                raise
-            finally:
-                for p in procs:
-                    p.join()
-        progress.refresh()
+            for p in procs:
+                p.join()
+    refresh()
     bad = [p.exitcode for p in procs if p.exitcode not in (0, None)] + ([1] if error is not None else [])
-    if bad and _finished(study.get_trials(deepcopy=False)) < budget:
-        raise DicelabError(f"study {name!r}: {len(bad)} of {workers} workers stopped with an error "
-                           f"(exit codes {bad}); finished {_finished(study.get_trials(deepcopy=False))} of {budget}"
-                           + (f"; here: {error}" if error is not None else ""))
+    if bad:
+        study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
+        budget = int(study.user_attrs[BUDGET_ATTR])
+        finished = _finished(study.get_trials(deepcopy=False))
+        if finished < budget:
+            raise DicelabError(f"study {study_name!r}: {len(bad)} of {workers} workers stopped with an error "
+                               f"(exit codes {bad}); finished {finished} of {budget}"
+                               + (f"; here: {error}" if error is not None else ""))
+    return report
+
+
+def run_study(cfg: StudyConfig, storage: str | None = None, *, workers: int = 1, n_trials: int | None = None,
+              timeout_s: float | None = None, quiet: bool = False, objective: str | None = None) -> optuna.Study:
+    """Create (or resume) ``cfg``'s study and run ``workers`` local workers (:func:`run_workers`) until its
+    budget is spent. The same command resumes an interrupted study."""
+    url = storage or cfg.storage_url()
+    if not isinstance(url, str):
+        raise ConfigError("run_study needs a storage URL (workers open their own connection)")
+    study = create_study(cfg, url, n_trials=n_trials, objective=objective)
+    budget = int(study.user_attrs[BUDGET_ATTR])
+    timeout = timeout_s if timeout_s is not None else cfg.study.timeout_s
+    with _Progress(study, budget, quiet, cfg.study.name) as progress:
+        run_workers(url, cfg.study.name, workers=workers, timeout_s=timeout, refresh=progress.refresh)
     return study
 
 
